@@ -1,0 +1,123 @@
+//! Password hashing: Argon2id at OWASP parameters, off the async reactor.
+//!
+//! One hash costs tens of milliseconds of CPU. Hashes run on tokio's blocking
+//! threads, at most `HASH_CONCURRENCY` at once (default: one per core), so a
+//! login storm queues here instead of stalling the reactor threads that serve
+//! every other route. A queue longer than `HASH_QUEUE_MAX` answers 503 at once
+//! rather than letting latency grow without bound.
+//!
+//! An unknown email is verified against a dummy hash made at start-up with
+//! the same parameters, so it costs the same time as a wrong password.
+
+use crate::http::error::ApiError;
+use crate::metrics::Metrics;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
+use argon2::{Algorithm, Argon2, Params, Version};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use tokio::sync::Semaphore;
+
+/// OWASP Password Storage Cheat Sheet: Argon2id, m=19 MiB, t=2, p=1.
+pub const ARGON2_MEMORY_KIB: u32 = 19_456;
+/// Iterations.
+pub const ARGON2_ITERATIONS: u32 = 2;
+/// Lanes.
+pub const ARGON2_LANES: u32 = 1;
+
+/// The configured Argon2id instance.
+pub fn argon2() -> Argon2<'static> {
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_LANES, None)
+        .unwrap_or_else(|e| panic!("constant Argon2 parameters are invalid: {e}"));
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes `password` (PHC string with its salt and parameters).
+pub fn hash_blocking(argon: &Argon2<'_>, password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(argon
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing: {e}"))?
+        .to_string())
+}
+
+/// Whether `password` matches the PHC string `hash`. A malformed hash is a no.
+pub fn verify_blocking(argon: &Argon2<'_>, hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| argon.verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// The bounded hashing pool.
+pub struct Passwords {
+    argon: Argon2<'static>,
+    slots: Arc<Semaphore>,
+    queued: AtomicUsize,
+    queue_max: usize,
+    dummy_hash: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Passwords {
+    /// A pool of `concurrency` hashing slots; computes the dummy hash.
+    pub fn new(
+        concurrency: usize,
+        queue_max: usize,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let argon = argon2();
+        let dummy_hash = hash_blocking(&argon, "tollgate-dummy-password-for-unknown-emails")?;
+        Ok(Self {
+            argon,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            queued: AtomicUsize::new(0),
+            queue_max,
+            dummy_hash,
+            metrics,
+        })
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_max {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::Unavailable(anyhow::anyhow!(
+                "password hashing queue is full"
+            )));
+        }
+        let permit = self.slots.clone().acquire_owned().await;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let permit = permit.map_err(|e| ApiError::Internal(e.into()))?;
+        let argon = self.argon.clone();
+        let hist = self.metrics.password_hash.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let start = Instant::now();
+            let out = job(&argon);
+            hist.observe(start.elapsed().as_secs_f64());
+            out
+        })
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing task failed: {e}")))
+    }
+
+    /// Hashes a new password.
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        self.run(move |a| hash_blocking(a, &password))
+            .await?
+            .map_err(ApiError::Internal)
+    }
+
+    /// Verifies `password` against `hash`, or against the dummy hash when the
+    /// account does not exist (always false then, at the same cost).
+    pub async fn verify(&self, hash: Option<String>, password: String) -> Result<bool, ApiError> {
+        let known = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let ok = self
+            .run(move |a| verify_blocking(a, &hash, &password))
+            .await?;
+        Ok(known && ok)
+    }
+}

@@ -1,0 +1,256 @@
+//! PostgreSQL: the pool, every statement the server runs, and migrations.
+//!
+//! The pool is bb8 over tokio-postgres. Its connections are [`PgConn`]s: a
+//! client plus every statement of [`Statements`] prepared on it when it was
+//! opened, so a request never prepares (one round trip saved per query). A
+//! checkout waits at most `POOL_TIMEOUT_MS`; past that the request answers
+//! 503 instead of queueing behind an outage.
+//!
+//! PostgreSQL is the source of truth for accounts, sessions and revocation;
+//! the queries themselves live beside their callers (`auth`, `tasks`) as
+//! small methods on [`Db`].
+
+use crate::metrics::Metrics;
+use bb8::{ManageConnection, Pool, PooledConnection, RunError};
+use bb8_postgres::PostgresConnectionManager;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls, Statement, error::SqlState};
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// The columns of a task, in the order `tasks::Task::from_row` reads them.
+pub const TASK_COLUMNS: &str =
+    "id, user_id, title, description, is_completed, due_date, created_at, updated_at";
+
+macro_rules! statements {
+    ($($(#[doc = $doc:expr])* $name:ident = $sql:expr;)*) => {
+        /// Every statement, prepared once per pooled connection.
+        pub struct Statements { $($(#[doc = $doc])* pub $name: Statement,)* }
+        impl Statements {
+            async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
+                Ok(Self { $($name: c.prepare(&$sql).await?,)* })
+            }
+        }
+    };
+}
+
+statements! {
+    /// Register; `None` when the email is taken (case-insensitive).
+    insert_user = "INSERT INTO users (email, password_hash) VALUES ($1, $2) \
+        ON CONFLICT ((lower(email))) DO NOTHING RETURNING id, email, role, status, created_at";
+    /// Login look-up (index users_email_lower).
+    user_for_login = "SELECT id, password_hash, role, status FROM users WHERE lower(email) = lower($1)";
+    /// `/me`.
+    user_by_id = "SELECT id, email, role, status, created_at, status_updated_at FROM users WHERE id = $1";
+    /// New session, only for a user still active at this instant.
+    insert_session = "INSERT INTO sessions (user_id, refresh_jti, expires_at) \
+        SELECT id, $2, now() + make_interval(secs => $3) FROM users WHERE id = $1 AND status = 'active' \
+        RETURNING id";
+    /// Refresh rotation: wins only with the session's current token id, for a
+    /// live session of an active user created after the user's not-before.
+    rotate_session = "UPDATE sessions s SET refresh_jti = $3, refreshed_at = now() FROM users u \
+        WHERE s.id = $1 AND s.user_id = $4 AND s.refresh_jti = $2 AND s.revoked_at IS NULL \
+        AND s.expires_at > now() AND u.id = s.user_id AND u.status = 'active' AND s.id > u.min_session_id \
+        RETURNING u.role";
+    /// Reuse detection: an older token id of a live session ends it.
+    revoke_reused = "UPDATE sessions SET revoked_at = now(), revoked_reason = 'reuse' \
+        WHERE id = $1 AND user_id = $3 AND refresh_jti <> $2 AND revoked_at IS NULL RETURNING expires_at";
+    /// Logout of one session.
+    revoke_session = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
+        WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING expires_at";
+    /// Lock a user row before moving its not-before (status change, logout-all).
+    lock_user = "SELECT status FROM users WHERE id = $1 FOR UPDATE";
+    /// Kill every session so far: the sequence value is above all of them.
+    bump_not_before = "UPDATE users SET min_session_id = nextval('sessions_id_seq'), not_before = clock_timestamp() \
+        WHERE id = $1 RETURNING min_session_id, status";
+    /// Status change (after lock_user, in the same transaction).
+    set_status = "UPDATE users SET status = $2, status_updated_at = clock_timestamp(), \
+        min_session_id = nextval('sessions_id_seq'), not_before = clock_timestamp() \
+        WHERE id = $1 RETURNING id, status, status_updated_at, min_session_id";
+    /// The revocation facts of one token, answered by PostgreSQL.
+    revocation_state = "SELECT u.status, u.min_session_id, \
+        (s.id IS NOT NULL AND s.revoked_at IS NULL AND s.expires_at > now()) AS live \
+        FROM users u LEFT JOIN sessions s ON s.id = $2 AND s.user_id = u.id WHERE u.id = $1";
+    /// Rebuild: blocked users and recent not-befores.
+    rebuild_users = "SELECT id, status, min_session_id FROM users \
+        WHERE status <> 'active' OR not_before > now() - make_interval(secs => $1)";
+    /// Rebuild: revoked sessions not yet expired, with their remaining life (ms).
+    rebuild_sessions = "SELECT id, user_id, (extract(epoch FROM expires_at - now()) * 1000)::bigint \
+        FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > now()";
+    /// A user's tasks, one page (index tasks_user_id).
+    list_tasks = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE user_id = $1 \
+        AND ($2::boolean IS NULL OR is_completed = $2) ORDER BY id LIMIT $3 OFFSET $4");
+    /// Every user's tasks, one page (primary key).
+    list_all_tasks = format!("SELECT {TASK_COLUMNS} FROM tasks \
+        WHERE ($1::boolean IS NULL OR is_completed = $1) ORDER BY id LIMIT $2 OFFSET $3");
+    /// One task of its owner.
+    get_task = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2");
+    /// Create.
+    insert_task = format!("INSERT INTO tasks (user_id, title, description, due_date) VALUES ($1, $2, $3, $4) \
+        RETURNING {TASK_COLUMNS}");
+    /// Partial update: `$4`/`$7` say whether the nullable fields were sent.
+    update_task = format!("UPDATE tasks SET title = COALESCE($3, title), \
+        description = CASE WHEN $4 THEN $5 ELSE description END, \
+        is_completed = COALESCE($6, is_completed), \
+        due_date = CASE WHEN $7 THEN $8 ELSE due_date END, updated_at = now() \
+        WHERE id = $1 AND user_id = $2 RETURNING {TASK_COLUMNS}");
+    /// Delete.
+    delete_task = "DELETE FROM tasks WHERE id = $1 AND user_id = $2";
+}
+
+/// A pooled connection with its prepared statements.
+pub struct PgConn {
+    /// The client.
+    pub client: Client,
+    /// Its statements.
+    pub st: Statements,
+}
+
+/// bb8 manager: opens through bb8-postgres, then prepares [`Statements`].
+pub struct PgManager(PostgresConnectionManager<NoTls>);
+
+impl ManageConnection for PgManager {
+    type Connection = PgConn;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> Result<PgConn, Self::Error> {
+        let client = self.0.connect().await?;
+        let st = Statements::prepare(&client).await?;
+        Ok(PgConn { client, st })
+    }
+
+    async fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
+        conn.client.simple_query("").await.map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// A PostgreSQL failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection within `POOL_TIMEOUT_MS`.
+    #[error("no PostgreSQL connection within the pool timeout")]
+    PoolTimeout,
+    /// The server or the connection said no.
+    #[error("PostgreSQL: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+}
+
+impl DbError {
+    /// Whether PostgreSQL is unreachable or refusing work (503), as opposed to
+    /// a query that is wrong for the schema (500).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::PoolTimeout => true,
+            Self::Pg(e) => {
+                if e.is_closed() {
+                    return true;
+                }
+                match e.code() {
+                    None => true, // I/O or protocol failure: the connection is gone
+                    Some(code) => {
+                        let c = code.code();
+                        c.starts_with("08") // connection exception
+                            || c.starts_with("53") // insufficient resources
+                            || c.starts_with("57P") // shutting down, cannot connect now
+                            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Cheap-to-clone handle on the pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<PgManager>,
+    metrics: Arc<Metrics>,
+}
+
+impl Db {
+    /// Connects (lazily: an unreachable server is an error per request, not
+    /// at start) with at most `size` connections.
+    pub fn new(
+        url: &str,
+        size: u32,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let manager = PostgresConnectionManager::new_from_stringlike(url, NoTls)?;
+        let pool = Pool::builder()
+            .max_size(size)
+            .connection_timeout(timeout)
+            // A connection that died with the server is detected by
+            // has_broken when it comes back; no ping per checkout.
+            .test_on_check_out(false)
+            .build_unchecked(PgManager(manager));
+        Ok(Self { pool, metrics })
+    }
+
+    /// A connection, or 503 material after the pool timeout.
+    pub async fn conn(&self) -> Result<PooledConnection<'_, PgManager>, DbError> {
+        self.pool.get().await.map_err(|e| {
+            self.metrics.dependency_error("postgres", "checkout");
+            match e {
+                RunError::TimedOut => DbError::PoolTimeout,
+                RunError::User(e) => DbError::Pg(e),
+            }
+        })
+    }
+
+    /// Counts and converts a query error.
+    pub fn fail(&self, e: tokio_postgres::Error) -> DbError {
+        self.metrics.dependency_error("postgres", "query");
+        DbError::Pg(e)
+    }
+
+    /// Open and idle connections, for the pool gauges.
+    pub fn state(&self) -> crate::metrics::PoolState {
+        let s = self.pool.state();
+        crate::metrics::PoolState {
+            connections: s.connections,
+            idle: s.idle_connections,
+        }
+    }
+
+    /// Whether PostgreSQL answers a trivial query now.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        let c = self.conn().await?;
+        c.client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+}
+
+/// Applies pending migrations on a dedicated connection, under an advisory
+/// lock so instances starting together do not race.
+pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let (mut client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .context("connecting to PostgreSQL for migrations")?;
+    let conn_task = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock(7477)", &[])
+        .await
+        .context("taking the migration lock")?;
+    let report = embedded::migrations::runner().run_async(&mut client).await;
+    let unlock = client.execute("SELECT pg_advisory_unlock(7477)", &[]).await;
+    drop(client);
+    let _ = conn_task.await;
+    let report = report.context("applying migrations")?;
+    unlock.context("releasing the migration lock")?;
+    for m in report.applied_migrations() {
+        tracing::info!(version = m.version(), name = m.name(), "migration applied");
+    }
+    Ok(())
+}

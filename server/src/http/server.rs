@@ -1,0 +1,106 @@
+//! The listener: accept loop, connection limit, HTTP/1.1 keep-alive, and
+//! graceful shutdown.
+//!
+//! - At most `MAX_CONNECTIONS` connections: the loop takes a permit before
+//!   it accepts, so past the limit new clients wait in the kernel's backlog
+//!   instead of costing memory here.
+//! - Accept errors (for example out of file descriptors) back off from 1 ms
+//!   to 1 s instead of spinning or exiting.
+//! - A client must send its request head within `HEADER_READ_TIMEOUT_SECS`
+//!   (slow-loris), enforced by hyper with tokio's timer.
+//! - On shutdown the loop stops accepting, every connection is told to finish
+//!   its in-flight request and close, and the whole drain is bounded by
+//!   `SHUTDOWN_GRACE_SECS`.
+
+use crate::app::AppState;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Serves `listener` until `shutdown` completes, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.config.header_read_timeout)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    let limit = Arc::new(Semaphore::new(state.config.max_connections));
+    let mut backoff = Duration::from_millis(1);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => { backoff = Duration::from_millis(1); s }
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let st = Arc::clone(&state);
+        let svc = service_fn(move |req| {
+            let st = Arc::clone(&st);
+            async move { Ok::<_, Infallible>(st.handle(req).await) }
+        });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = state.config.shutdown_grace;
+    tracing::info!(?grace, "shutting down: draining in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,269 @@
+//! Redis: the pool, the key layout and the failure policy.
+//!
+//! Redis is an accelerator, never the source of truth (API.md, "Revocation"
+//! rule 6): every caller has a PostgreSQL answer for when this module says
+//! no. So failures here are fast and quiet:
+//! - each call is bounded by `REDIS_TIMEOUT_MS`, checkout included;
+//! - after a connection failure or timeout, calls are refused without trying
+//!   for [`BREAKER_OPEN`], so an outage costs one timeout, not one per request;
+//! - every failure counts in `dependency_errors_total{dependency="redis"}`.
+//!
+//! Pooling: bb8 over *multiplexed* connections. A checkout only clones the
+//! connection handle and gives the slot back at once, so the commands of
+//! concurrent requests are pipelined on a few sockets (Redis answers ~10x
+//! more commands per second pipelined than one per round trip). This is why
+//! the manager is our own and not bb8-redis's: that one pings on every
+//! checkout (a second round trip per request) or, with the ping off, never
+//! notices a dead multiplexed connection. Ours marks a connection broken when
+//! a command on it fails at the I/O level, and bb8 drops it on return.
+
+use crate::metrics::Metrics;
+use bb8::{ManageConnection, Pool};
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long Redis is skipped after it failed.
+pub const BREAKER_OPEN: Duration = Duration::from_millis(500);
+
+/// Why a Redis call gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    /// Redis failed recently; not tried.
+    #[error("Redis skipped: it failed less than {BREAKER_OPEN:?} ago")]
+    Skipped,
+    /// No answer within `REDIS_TIMEOUT_MS`.
+    #[error("Redis did not answer in time")]
+    Timeout,
+    /// Redis answered with an error, or the connection failed.
+    #[error("Redis: {0}")]
+    Redis(#[from] RedisError),
+    /// No connection could be had.
+    #[error("Redis connection: {0}")]
+    Pool(String),
+}
+
+/// A pooled multiplexed connection and whether it has failed.
+pub struct RedisConn {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+/// bb8 manager for [`RedisConn`].
+pub struct RedisManager {
+    client: redis::Client,
+    timeout: Duration,
+}
+
+impl ManageConnection for RedisManager {
+    type Connection = RedisConn;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<RedisConn, RedisError> {
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        Ok(RedisConn {
+            conn,
+            broken: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut RedisConn) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut RedisConn) -> bool {
+        conn.broken.load(Ordering::Relaxed)
+    }
+}
+
+/// Key names. Every key of one user carries the hash tag `{u:ID}`, so the
+/// multi-key commands of a request stay legal on Redis Cluster.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (`REDIS_KEY_PREFIX`).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+    /// Id of the last rebuild from PostgreSQL; missing = Redis lost its state.
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+    /// Marker of a rebuild in progress (a flush during it voids it).
+    pub fn rebuild(&self) -> String {
+        format!("{}:rebuild", self.prefix)
+    }
+    /// The user's not-before: `MIN_SESSION_ID:a` (active) or `:b` (blocked).
+    pub fn nbf(&self, uid: i64) -> String {
+        format!("{}:{{u:{uid}}}:nbf", self.prefix)
+    }
+    /// Present when the session is revoked.
+    pub fn sess(&self, uid: i64, sid: i64) -> String {
+        format!("{}:{{u:{uid}}}:sess:{sid}", self.prefix)
+    }
+    /// The user's task-list generation tag.
+    pub fn tgen(&self, uid: i64) -> String {
+        format!("{}:{{u:{uid}}}:tgen", self.prefix)
+    }
+    /// Hash of the user's cached task-list pages, one field per query shape.
+    pub fn tasks(&self, uid: i64) -> String {
+        format!("{}:{{u:{uid}}}:tasks", self.prefix)
+    }
+    /// Failed-login counter of one (lower-cased) email.
+    pub fn login_failures(&self, email_lower: &str) -> String {
+        format!("{}:login:{{{email_lower}}}", self.prefix)
+    }
+}
+
+/// Cheap-to-clone Redis handle.
+#[derive(Clone)]
+pub struct Kv {
+    pool: Pool<RedisManager>,
+    /// Key names.
+    pub keys: Keys,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// Unix ms until which calls are skipped.
+    open_until: Arc<AtomicU64>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Kv {
+    /// A lazily connecting pool: Redis may be down at start.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        size: u32,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let pool = Pool::builder()
+            .max_size(size)
+            .connection_timeout(timeout)
+            .test_on_check_out(false)
+            .build_unchecked(RedisManager { client, timeout });
+        Ok(Self {
+            pool,
+            keys: Keys::new(prefix),
+            timeout,
+            metrics,
+            open_until: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Runs one command or pipeline, bounded by the timeout. `op` labels
+    /// `dependency_errors_total` on failure.
+    pub async fn run<T, C>(&self, op: &'static str, cmd: &C) -> Result<T, KvError>
+    where
+        T: FromRedisValue + Send,
+        C: Runnable + ?Sized,
+    {
+        if now_ms() < self.open_until.load(Ordering::Relaxed) {
+            return Err(KvError::Skipped);
+        }
+        let attempt = async {
+            let (mut conn, broken) = {
+                let guard = self
+                    .pool
+                    .get()
+                    .await
+                    .map_err(|e| KvError::Pool(e.to_string()))?;
+                (guard.conn.clone(), guard.broken.clone())
+            };
+            cmd.run_on(&mut conn).await.map_err(|e| {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.is_timeout()
+                {
+                    broken.store(true, Ordering::Relaxed);
+                }
+                KvError::Redis(e)
+            })
+        };
+        let result = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(KvError::Timeout),
+        };
+        if let Err(e) = &result {
+            self.metrics.dependency_error("redis", op);
+            let trips = match e {
+                KvError::Redis(e) => e.is_io_error() || e.is_connection_dropped() || e.is_timeout(),
+                _ => true,
+            };
+            if trips {
+                self.open_until.store(
+                    now_ms() + BREAKER_OPEN.as_millis() as u64,
+                    Ordering::Relaxed,
+                );
+            }
+            tracing::debug!(op, error = %e, "redis call failed");
+        }
+        result
+    }
+
+    /// Open and idle connections, for the pool gauges.
+    pub fn state(&self) -> crate::metrics::PoolState {
+        let s = self.pool.state();
+        crate::metrics::PoolState {
+            connections: s.connections,
+            idle: s.idle_connections,
+        }
+    }
+}
+
+/// A command or a pipeline: what [`Kv::run`] can send.
+pub trait Runnable: Sync {
+    /// Sends it on `conn`.
+    fn run_on<T: FromRedisValue + Send>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> impl std::future::Future<Output = Result<T, RedisError>> + Send;
+}
+
+impl Runnable for redis::Cmd {
+    async fn run_on<T: FromRedisValue + Send>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<T, RedisError> {
+        self.query_async(conn).await
+    }
+}
+
+impl Runnable for redis::Pipeline {
+    async fn run_on<T: FromRedisValue + Send>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<T, RedisError> {
+        self.query_async(conn).await
+    }
+}
+
+impl Runnable for redis::ScriptInvocation<'_> {
+    async fn run_on<T: FromRedisValue + Send>(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<T, RedisError> {
+        self.invoke_async(conn).await
+    }
+}
