@@ -182,13 +182,18 @@ impl Kv {
             return Err(KvError::Skipped);
         }
         let attempt = async {
-            let (mut conn, broken) = {
+            // A connection already known to be dead is passed over: dropping
+            // its guard makes bb8 discard it (has_broken), and the loop takes
+            // the next one or opens a new one.
+            let (mut conn, broken) = loop {
                 let guard = self
                     .pool
                     .get()
                     .await
                     .map_err(|e| KvError::Pool(e.to_string()))?;
-                (guard.conn.clone(), guard.broken.clone())
+                if !guard.broken.load(Ordering::Relaxed) {
+                    break (guard.conn.clone(), guard.broken.clone());
+                }
             };
             cmd.run_on(&mut conn).await.map_err(|e| {
                 if e.is_io_error()

@@ -1,0 +1,10 @@
+//! Integration tests: the real server, in-process, against real PostgreSQL
+//! and Redis. One binary, a module per feature.
+
+mod accounts;
+mod cache;
+mod contract;
+mod faults;
+mod helpers;
+mod revocation;
+mod tasks;
