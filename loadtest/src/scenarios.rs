@@ -1,0 +1,580 @@
+//! The goose scenarios, one per path. Each goose user takes an account
+//! (user index modulo the accounts set up) and keeps its tokens in goose
+//! session data; requests carry stable names (`GET /tasks`, ...) so the
+//! summary and the regression gate compare like with like.
+
+use crate::setup::{Account, PASSWORD};
+use goose::goose::GooseResponse;
+use goose::prelude::*;
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every scenario, by the name used on the command line.
+pub const NAMES: &[&str] = &[
+    "cached-read",
+    "miss-and-write",
+    "login",
+    "refresh",
+    "revocation",
+    "mixed",
+];
+
+/// The default weights of `mixed`: mostly cached reads, as a task app sees.
+pub const DEFAULT_MIX: &[(&str, usize)] = &[
+    ("cached-read", 70),
+    ("miss-and-write", 15),
+    ("refresh", 10),
+    ("login", 5),
+];
+
+/// Per goose user.
+#[derive(Clone)]
+struct Sess {
+    account: usize,
+    access: String,
+    refresh: String,
+    /// When the login that gave `access` was sent (revocation scenario).
+    obtained: Option<Instant>,
+}
+
+/// Shared by every goose user of a run.
+pub struct Shared {
+    /// Accounts with seeded tasks.
+    pub accounts: Vec<Account>,
+    /// The revocation scenario's victims and their ban timeline.
+    pub victims: Vec<Account>,
+    /// Per victim.
+    pub timeline: Vec<Mutex<Timeline>>,
+    /// Requests of banned users accepted after the ban answered.
+    pub accepted_after_ban: AtomicU64,
+    /// Time from each ban's answer to the victim's first 401.
+    pub ban_to_401: Mutex<Vec<Duration>>,
+}
+
+/// One victim's current ban cycle.
+#[derive(Default)]
+pub struct Timeline {
+    /// When the latest ban answered.
+    pub ban_answered: Option<Instant>,
+    /// When the re-activation after it was sent (None while banned).
+    pub reactivate_sent: Option<Instant>,
+    /// Whether this cycle's first 401 was recorded.
+    pub first_401_seen: bool,
+}
+
+impl Timeline {
+    /// Whether a 200 to a request sent at `sent`, with a token whose login
+    /// was sent at `obtained`, breaks the contract: sent after the ban
+    /// answered, and either the user is still banned (rule 1) or the token
+    /// predates the re-activation (rule 2).
+    pub fn forbids(&self, sent: Instant, obtained: Instant) -> bool {
+        self.ban_answered.is_some_and(|a| sent > a)
+            && self.reactivate_sent.is_none_or(|r| obtained < r)
+    }
+}
+
+impl Shared {
+    /// State for a run.
+    pub fn new(accounts: Vec<Account>, victims: Vec<Account>) -> Arc<Self> {
+        let timeline = victims
+            .iter()
+            .map(|_| Mutex::new(Timeline::default()))
+            .collect();
+        Arc::new(Self {
+            accounts,
+            victims,
+            timeline,
+            accepted_after_ban: AtomicU64::new(0),
+            ban_to_401: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+type Tx = Box<TransactionError>;
+
+/// Sends one request with a stable name and optional token and JSON body.
+async fn send(
+    user: &mut GooseUser,
+    method: GooseMethod,
+    path: &str,
+    name: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Result<GooseResponse, Tx> {
+    let mut rb = user.get_request_builder(&method, path)?;
+    if let Some(t) = token {
+        rb = rb.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let req = GooseRequest::builder()
+        .method(method)
+        .path(path)
+        .name(name)
+        .set_request_builder(rb)
+        .build();
+    user.request(req).await
+}
+
+fn status(r: &GooseResponse) -> u16 {
+    r.response
+        .as_ref()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+fn transaction<F>(shared: &Arc<Shared>, name: &str, f: F) -> Transaction
+where
+    F: for<'u> Fn(
+            Arc<Shared>,
+            &'u mut GooseUser,
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = TransactionResult> + Send + 'u>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let shared = Arc::clone(shared);
+    let func: TransactionFunction = Arc::new(move |user| f(Arc::clone(&shared), user));
+    Transaction::new(func).set_name(name)
+}
+
+/// Takes the account of this goose user, with the tokens set up for it.
+fn adopt_account(shared: &Arc<Shared>) -> Transaction {
+    transaction(shared, "adopt account", |sh, user| {
+        Box::pin(async move {
+            let i = user.weighted_users_index % sh.accounts.len().max(1);
+            let a = &sh.accounts[i];
+            user.set_session_data(Sess {
+                account: i,
+                access: a.access.clone(),
+                refresh: a.refresh.clone(),
+                obtained: None,
+            });
+            Ok(())
+        })
+    })
+    .set_on_start()
+}
+
+/// Logs in as this goose user's account: a session of its own (needed
+/// where refresh tokens rotate: two users must not share one).
+fn own_session(shared: &Arc<Shared>) -> Transaction {
+    transaction(shared, "own session", |sh, user| {
+        Box::pin(async move {
+            let i = user.weighted_users_index % sh.accounts.len().max(1);
+            let email = sh.accounts[i].email.clone();
+            let (access, refresh) = login(user, &email).await?.unwrap_or_default();
+            user.set_session_data(Sess {
+                account: i,
+                access,
+                refresh,
+                obtained: None,
+            });
+            Ok(())
+        })
+    })
+    .set_on_start()
+}
+
+async fn login(user: &mut GooseUser, email: &str) -> Result<Option<(String, String)>, Tx> {
+    let r = send(
+        user,
+        GooseMethod::Post,
+        "/auth/login",
+        "POST /auth/login",
+        None,
+        Some(json!({"email": email, "password": PASSWORD})),
+    )
+    .await?;
+    let Ok(resp) = r.response else {
+        return Ok(None);
+    };
+    if !resp.status().is_success() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    Ok(Some((
+        v["access_token"].as_str().unwrap_or_default().to_owned(),
+        v["refresh_token"].as_str().unwrap_or_default().to_owned(),
+    )))
+}
+
+fn token(user: &GooseUser) -> String {
+    user.get_session_data::<Sess>()
+        .map(|s| s.access.clone())
+        .unwrap_or_default()
+}
+
+/// The hot path: authenticated `GET /tasks` served from the cache.
+pub fn cached_read(shared: &Arc<Shared>) -> Scenario {
+    scenario!("cached-read")
+        .register_transaction(adopt_account(shared))
+        .register_transaction(transaction(shared, "list tasks", |_, user| {
+            Box::pin(async move {
+                let t = token(user);
+                send(
+                    user,
+                    GooseMethod::Get,
+                    "/tasks",
+                    "GET /tasks",
+                    Some(&t),
+                    None,
+                )
+                .await?;
+                Ok(())
+            })
+        }))
+}
+
+/// Writes that invalidate, and the misses that follow them.
+pub fn miss_and_write(shared: &Arc<Shared>) -> Scenario {
+    scenario!("miss-and-write")
+        .register_transaction(adopt_account(shared))
+        .register_transaction(transaction(shared, "write cycle", |_, user| {
+            Box::pin(async move {
+                let t = token(user);
+                let r = send(
+                    user,
+                    GooseMethod::Post,
+                    "/tasks",
+                    "POST /tasks",
+                    Some(&t),
+                    Some(json!({"title": "load"})),
+                )
+                .await?;
+                let id = match r.response {
+                    Ok(resp) => resp
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["id"].as_i64()),
+                    Err(_) => None,
+                };
+                send(
+                    user,
+                    GooseMethod::Get,
+                    "/tasks",
+                    "GET /tasks (after write)",
+                    Some(&t),
+                    None,
+                )
+                .await?;
+                if let Some(id) = id {
+                    let path = format!("/tasks/{id}");
+                    send(
+                        user,
+                        GooseMethod::Patch,
+                        &path,
+                        "PATCH /tasks/{id}",
+                        Some(&t),
+                        Some(json!({"isCompleted": true})),
+                    )
+                    .await?;
+                    send(
+                        user,
+                        GooseMethod::Get,
+                        "/tasks",
+                        "GET /tasks (after write)",
+                        Some(&t),
+                        None,
+                    )
+                    .await?;
+                    send(
+                        user,
+                        GooseMethod::Delete,
+                        &path,
+                        "DELETE /tasks/{id}",
+                        Some(&t),
+                        None,
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        }))
+}
+
+/// Password verification: the CPU-bound path.
+pub fn login_scenario(shared: &Arc<Shared>) -> Scenario {
+    scenario!("login")
+        .register_transaction(adopt_account(shared))
+        .register_transaction(transaction(shared, "login", |sh, user| {
+            Box::pin(async move {
+                let i = user
+                    .get_session_data::<Sess>()
+                    .map(|s| s.account)
+                    .unwrap_or(0);
+                let email = sh.accounts[i].email.clone();
+                login(user, &email).await?;
+                Ok(())
+            })
+        }))
+}
+
+/// Refresh rotation: each goose user rotates its own session's token.
+pub fn refresh(shared: &Arc<Shared>) -> Scenario {
+    scenario!("refresh")
+        .register_transaction(own_session(shared))
+        .register_transaction(transaction(shared, "rotate", |sh, user| {
+            Box::pin(async move {
+                let rt = user
+                    .get_session_data::<Sess>()
+                    .map(|s| s.refresh.clone())
+                    .unwrap_or_default();
+                let r = send(
+                    user,
+                    GooseMethod::Post,
+                    "/auth/refresh",
+                    "POST /auth/refresh",
+                    None,
+                    Some(json!({"refresh_token": rt})),
+                )
+                .await?;
+                let next = match r.response {
+                    Ok(resp) if resp.status().is_success() => {
+                        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+                        v["refresh_token"].as_str().map(str::to_owned)
+                    }
+                    _ => None,
+                };
+                let next = match next {
+                    Some(n) => Some(n),
+                    // Lost the session (should not happen): start a new one.
+                    None => {
+                        let i = user
+                            .get_session_data::<Sess>()
+                            .map(|s| s.account)
+                            .unwrap_or(0);
+                        let email = sh.accounts[i].email.clone();
+                        login(user, &email).await?.map(|(_, r)| r)
+                    }
+                };
+                if let (Some(n), Some(s)) = (next, user.get_session_data_mut::<Sess>()) {
+                    s.refresh = n;
+                }
+                Ok(())
+            })
+        }))
+}
+
+/// Victims keep calling while an admin (see [`drive_bans`]) bans and
+/// re-activates them. Expected 401s and 403s are successes; a 200 that the
+/// contract forbids is a failure and is counted in `accepted_after_ban`.
+pub fn revocation(shared: &Arc<Shared>) -> Scenario {
+    scenario!("revocation")
+        .register_transaction(
+            transaction(shared, "adopt victim", |sh, user| {
+                Box::pin(async move {
+                    let i = user.weighted_users_index % sh.victims.len().max(1);
+                    user.set_session_data(Sess {
+                        account: i,
+                        access: String::new(),
+                        refresh: String::new(),
+                        obtained: None,
+                    });
+                    Ok(())
+                })
+            })
+            .set_on_start(),
+        )
+        .register_transaction(transaction(shared, "victim call", |sh, user| {
+            Box::pin(victim_call(sh, user))
+        }))
+}
+
+async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult {
+    let (i, token, obtained) = match user.get_session_data::<Sess>() {
+        Some(s) => (s.account, s.access.clone(), s.obtained),
+        None => (0, String::new(), None),
+    };
+    let Some(obtained) = obtained.filter(|_| !token.is_empty()) else {
+        // No live token: log in (403 while banned, which is expected).
+        let sent = Instant::now();
+        let email = sh.victims[i].email.clone();
+        let body = json!({"email": email, "password": PASSWORD});
+        let mut r = send(
+            user,
+            GooseMethod::Post,
+            "/auth/login",
+            "POST /auth/login (victim)",
+            None,
+            Some(body),
+        )
+        .await?;
+        match status(&r) {
+            200 => {
+                let v: serde_json::Value = match r.response {
+                    Ok(resp) => resp.json().await.unwrap_or_default(),
+                    Err(_) => serde_json::Value::Null,
+                };
+                if let Some(s) = user.get_session_data_mut::<Sess>() {
+                    s.access = v["access_token"].as_str().unwrap_or_default().to_owned();
+                    s.obtained = Some(sent);
+                }
+            }
+            403 => {
+                user.set_success(&mut r.request)?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => {}
+        }
+        return Ok(());
+    };
+    let sent = Instant::now();
+    let mut r = send(
+        user,
+        GooseMethod::Get,
+        "/tasks",
+        "GET /tasks (victim)",
+        Some(&token),
+        None,
+    )
+    .await?;
+    match status(&r) {
+        200 => {
+            // Forbidden: sent after the ban answered, and either the user is
+            // still banned or the token predates the re-activation (rule 2).
+            let forbidden = sh.timeline[i]
+                .lock()
+                .is_ok_and(|tl| tl.forbids(sent, obtained));
+            if forbidden {
+                sh.accepted_after_ban.fetch_add(1, Ordering::Relaxed);
+                user.set_failure("accepted after ban", &mut r.request, None, None)?;
+            }
+        }
+        401 => {
+            if let Ok(mut tl) = sh.timeline[i].lock() {
+                if let (Some(a), false) = (tl.ban_answered, tl.first_401_seen) {
+                    tl.first_401_seen = true;
+                    if let Ok(mut v) = sh.ban_to_401.lock() {
+                        v.push(Instant::now().saturating_duration_since(a));
+                    }
+                }
+            }
+            user.set_success(&mut r.request)?;
+            if let Some(s) = user.get_session_data_mut::<Sess>() {
+                s.access.clear();
+                s.obtained = None;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A probe of the load generator's own ceiling: the cheapest route.
+pub fn healthz(shared: &Arc<Shared>) -> Scenario {
+    scenario!("healthz").register_transaction(transaction(shared, "healthz", |_, user| {
+        Box::pin(async move {
+            send(
+                user,
+                GooseMethod::Get,
+                "/healthz",
+                "GET /healthz",
+                None,
+                None,
+            )
+            .await?;
+            Ok(())
+        })
+    }))
+}
+
+/// Bans and re-activates the victims in turn until `stop`; returns the
+/// number of bans. Every victim is left active.
+pub async fn drive_bans(
+    shared: Arc<Shared>,
+    base: String,
+    admin_token: String,
+    hold: Duration,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<u64> {
+    let client = crate::setup::client()?;
+    let mut bans = 0u64;
+    let mut next = 0usize;
+    while !stop.load(Ordering::Relaxed) && !shared.victims.is_empty() {
+        let i = next % shared.victims.len();
+        next += 1;
+        let uid = shared.victims[i].id;
+        crate::setup::set_status(&client, &base, &admin_token, uid, "banned").await?;
+        {
+            let mut tl = shared.timeline[i]
+                .lock()
+                .map_err(|_| anyhow::anyhow!("timeline lock poisoned"))?;
+            tl.ban_answered = Some(Instant::now());
+            tl.reactivate_sent = None;
+            tl.first_401_seen = false;
+        }
+        bans += 1;
+        tokio::time::sleep(hold).await;
+        if let Ok(mut tl) = shared.timeline[i].lock() {
+            tl.reactivate_sent = Some(Instant::now());
+        }
+        crate::setup::set_status(&client, &base, &admin_token, uid, "active").await?;
+        tokio::time::sleep(hold).await;
+    }
+    for v in &shared.victims {
+        crate::setup::set_status(&client, &base, &admin_token, v.id, "active").await?;
+    }
+    Ok(bans)
+}
+
+/// `mixed`: the scenarios of `mix` with their weights.
+pub fn mixed(shared: &Arc<Shared>, mix: &[(String, usize)]) -> anyhow::Result<Vec<Scenario>> {
+    let mut out = Vec::new();
+    for (name, weight) in mix {
+        if *weight == 0 {
+            continue;
+        }
+        let s = match name.as_str() {
+            "cached-read" => cached_read(shared),
+            "miss-and-write" => miss_and_write(shared),
+            "login" => login_scenario(shared),
+            "refresh" => refresh(shared),
+            other => anyhow::bail!(
+                "--mix: {other} is not one of cached-read, miss-and-write, login, refresh"
+            ),
+        };
+        out.push(s.set_weight(*weight)?);
+    }
+    if out.is_empty() {
+        anyhow::bail!("--mix gives every scenario weight 0");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_acceptances_the_contract_forbids_are_counted() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut tl = Timeline::default();
+        assert!(!tl.forbids(at(5), at(0)), "no ban yet");
+        tl.ban_answered = Some(at(10));
+        assert!(
+            !tl.forbids(at(9), at(0)),
+            "sent before the ban answered: either answer is fine"
+        );
+        assert!(tl.forbids(at(11), at(0)), "banned and accepted");
+        assert!(
+            tl.forbids(at(11), at(20)),
+            "banned: even a newer token must be refused"
+        );
+        tl.reactivate_sent = Some(at(30));
+        assert!(
+            tl.forbids(at(40), at(0)),
+            "an old token revived by re-activation"
+        );
+        assert!(
+            !tl.forbids(at(40), at(35)),
+            "a fresh login after re-activation works"
+        );
+    }
+}
