@@ -83,17 +83,12 @@ impl Default for RunOptions {
             tasks: 20,
             victims: 8,
             ban_hold: Duration::from_millis(300),
-            mix: scenarios::DEFAULT_MIX
-                .iter()
-                .map(|(n, w)| ((*n).to_owned(), *w))
-                .collect(),
+            mix: scenarios::DEFAULT_MIX.iter().map(|(n, w)| ((*n).to_owned(), *w)).collect(),
             calibrate: true,
             calibrate_secs: 10,
             admin: None,
             goose_args: Vec::new(),
-            server_threads: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
+            server_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         }
     }
 }
@@ -110,8 +105,7 @@ async fn attack(
     if let Some(t) = run_time {
         args.extend(["--run-time".to_owned(), t.to_string()]);
     }
-    let config = GooseConfiguration::parse_args_default(&args)
-        .map_err(|e| anyhow!("goose options {args:?}: {e}"))?;
+    let config = GooseConfiguration::parse_args_default(&args).map_err(|e| anyhow!("goose options {args:?}: {e}"))?;
     let mut a = GooseAttack::initialize_with_config(config)?;
     for s in scenarios {
         a = a.register_scenario(s);
@@ -148,10 +142,7 @@ pub fn expand(names: &[String]) -> anyhow::Result<Vec<String>> {
         } else if scenarios::NAMES.contains(&n.as_str()) {
             out.push(n.clone());
         } else {
-            anyhow::bail!(
-                "unknown scenario {n:?}; known: {} and all",
-                scenarios::NAMES.join(", ")
-            );
+            anyhow::bail!("unknown scenario {n:?}; known: {} and all", scenarios::NAMES.join(", "));
         }
     }
     Ok(out)
@@ -162,8 +153,7 @@ pub fn expand(names: &[String]) -> anyhow::Result<Vec<String>> {
 pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let names = expand(&opts.scenarios)?;
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    std::fs::create_dir_all(&opts.out_dir)
-        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
     let target = match &opts.host {
         Some(h) => target::Target::remote(h, opts.admin.clone(), opts.allow_remote)?,
         None => {
@@ -184,12 +174,8 @@ async fn run_against(
 ) -> anyhow::Result<Summary> {
     let base = target.url.clone();
     let client = setup::client()?;
-    eprintln!(
-        "loadtest: setting up {} accounts with {} tasks each",
-        opts.accounts, opts.tasks
-    );
-    let accounts =
-        setup::accounts(&client, &base, "user", opts.accounts.max(1), opts.tasks).await?;
+    eprintln!("loadtest: setting up {} accounts with {} tasks each", opts.accounts, opts.tasks);
+    let accounts = setup::accounts(&client, &base, "user", opts.accounts.max(1), opts.tasks).await?;
     let wants_revocation = names.iter().any(|n| n == "revocation");
     let (victims, admin_token) = if wants_revocation {
         let (email, password) = opts
@@ -197,9 +183,7 @@ async fn run_against(
             .clone()
             .or_else(|| target.admin.clone())
             .context("the revocation scenario needs admin credentials: --admin-email and --admin-password (or ADMIN_EMAIL / ADMIN_PASSWORD)")?;
-        let (token, _) = setup::login(&client, &base, &email, &password)
-            .await
-            .context("admin login")?;
+        let (token, _) = setup::login(&client, &base, &email, &password).await.context("admin login")?;
         let victims = setup::accounts(&client, &base, "victim", opts.victims.max(1), 0).await?;
         for v in &victims {
             setup::set_status(&client, &base, &token, v.id, "active").await?; // a previous run may have been cut off
@@ -210,18 +194,9 @@ async fn run_against(
     };
     let shared = Shared::new(accounts, victims);
     let ceiling = if opts.calibrate {
-        eprintln!(
-            "loadtest: measuring the generator's ceiling on GET /healthz ({} s)",
-            opts.calibrate_secs
-        );
-        let m = attack(
-            &base,
-            &opts.goose_args,
-            vec![scenarios::healthz(&shared)],
-            None,
-            Some(opts.calibrate_secs),
-        )
-        .await?;
+        eprintln!("loadtest: measuring the generator's ceiling on GET /healthz ({} s)", opts.calibrate_secs);
+        let m =
+            attack(&base, &opts.goose_args, vec![scenarios::healthz(&shared)], None, Some(opts.calibrate_secs)).await?;
         Some(summary::from_goose("healthz", &m))
     } else {
         None
@@ -264,11 +239,7 @@ async fn run_against(
         };
         let mut s = summary::from_goose(name, &metrics?).with_ceiling(ceiling_rps);
         if let Some(bans) = bans {
-            let mut lat = shared
-                .ban_to_401
-                .lock()
-                .map_err(|_| anyhow!("latency lock poisoned"))?
-                .clone();
+            let mut lat = shared.ban_to_401.lock().map_err(|_| anyhow!("latency lock poisoned"))?.clone();
             lat.sort();
             s.revocation = Some(RevocationStats {
                 bans,
@@ -280,13 +251,7 @@ async fn run_against(
         }
         results.push(s);
     }
-    let summary = Summary {
-        version: 1,
-        target: base,
-        embedded: target.embedded,
-        started_at,
-        scenarios: results,
-    };
+    let summary = Summary { version: 1, target: base, embedded: target.embedded, started_at, scenarios: results };
     let path = opts.out_dir.join("summary.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -303,16 +268,9 @@ pub fn verdict(s: &Summary) -> Option<String> {
         }
         if let Some(r) = &sc.revocation {
             if r.accepted_after_ban > 0 {
-                why.push(format!(
-                    "{}: {} requests accepted after a ban",
-                    sc.scenario, r.accepted_after_ban
-                ));
+                why.push(format!("{}: {} requests accepted after a ban", sc.scenario, r.accepted_after_ban));
             }
         }
     }
-    if why.is_empty() {
-        None
-    } else {
-        Some(why.join("; "))
-    }
+    if why.is_empty() { None } else { Some(why.join("; ")) }
 }

@@ -86,11 +86,8 @@ fn compare(args: &[String]) -> ExitCode {
     let mut limits = Limits::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut pct = |what: &str| {
-            it.next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .ok_or(format!("{what} needs a number"))
-        };
+        let mut pct =
+            |what: &str| it.next().and_then(|v| v.parse::<f64>().ok()).ok_or(format!("{what} needs a number"));
         match a.as_str() {
             "--max-rps-drop" => match pct("--max-rps-drop") {
                 Ok(v) => limits.max_rps_drop_pct = v,
@@ -113,16 +110,10 @@ fn compare(args: &[String]) -> ExitCode {
     let (table, ok) = summary::compare(&base, &cur, limits);
     print!("{table}");
     if ok {
-        println!(
-            "no regression (limits: req/s -{}%, p99 +{}%)",
-            limits.max_rps_drop_pct, limits.max_p99_rise_pct
-        );
+        println!("no regression (limits: req/s -{}%, p99 +{}%)", limits.max_rps_drop_pct, limits.max_p99_rise_pct);
         ExitCode::SUCCESS
     } else {
-        println!(
-            "REGRESSION (limits: req/s -{}%, p99 +{}%)",
-            limits.max_rps_drop_pct, limits.max_p99_rise_pct
-        );
+        println!("REGRESSION (limits: req/s -{}%, p99 +{}%)", limits.max_rps_drop_pct, limits.max_p99_rise_pct);
         ExitCode::from(1)
     }
 }
@@ -157,15 +148,10 @@ fn merge(args: &[String]) -> ExitCode {
 }
 
 fn run_cmd(args: &[String], goose_args: Vec<String>) -> ExitCode {
-    let mut o = RunOptions {
-        goose_args,
-        ..RunOptions::default()
-    };
+    let mut o = RunOptions { goose_args, ..RunOptions::default() };
     let mut names = Vec::new();
-    let (mut admin_email, mut admin_password) = (
-        std::env::var("ADMIN_EMAIL").ok(),
-        std::env::var("ADMIN_PASSWORD").ok(),
-    );
+    let (mut admin_email, mut admin_password) =
+        (std::env::var("ADMIN_EMAIL").ok(), std::env::var("ADMIN_PASSWORD").ok());
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or(format!("{flag} needs a value"));
@@ -174,32 +160,17 @@ fn run_cmd(args: &[String], goose_args: Vec<String>) -> ExitCode {
                 "--host" => o.host = Some(value("--host")?),
                 "--allow-remote" => o.allow_remote = true,
                 "--out" => o.out_dir = PathBuf::from(value("--out")?),
-                "--accounts" => {
-                    o.accounts = value("--accounts")?
-                        .parse()
-                        .map_err(|_| "--accounts needs a number")?
-                }
-                "--tasks" => {
-                    o.tasks = value("--tasks")?
-                        .parse()
-                        .map_err(|_| "--tasks needs a number")?
-                }
-                "--victims" => {
-                    o.victims = value("--victims")?
-                        .parse()
-                        .map_err(|_| "--victims needs a number")?
-                }
+                "--accounts" => o.accounts = value("--accounts")?.parse().map_err(|_| "--accounts needs a number")?,
+                "--tasks" => o.tasks = value("--tasks")?.parse().map_err(|_| "--tasks needs a number")?,
+                "--victims" => o.victims = value("--victims")?.parse().map_err(|_| "--victims needs a number")?,
                 "--ban-hold-ms" => {
                     o.ban_hold = Duration::from_millis(
-                        value("--ban-hold-ms")?
-                            .parse()
-                            .map_err(|_| "--ban-hold-ms needs a number")?,
+                        value("--ban-hold-ms")?.parse().map_err(|_| "--ban-hold-ms needs a number")?,
                     )
                 }
                 "--calibrate-secs" => {
-                    o.calibrate_secs = value("--calibrate-secs")?
-                        .parse()
-                        .map_err(|_| "--calibrate-secs needs a number")?
+                    o.calibrate_secs =
+                        value("--calibrate-secs")?.parse().map_err(|_| "--calibrate-secs needs a number")?
                 }
                 "--no-calibrate" => o.calibrate = false,
                 "--admin-email" => admin_email = Some(value("--admin-email")?),
@@ -208,10 +179,7 @@ fn run_cmd(args: &[String], goose_args: Vec<String>) -> ExitCode {
                     let mut mix = Vec::new();
                     for part in value("--mix")?.split(',') {
                         let (n, w) = part.split_once('=').ok_or("--mix takes NAME=WEIGHT,...")?;
-                        mix.push((
-                            n.trim().to_owned(),
-                            w.trim().parse().map_err(|_| "--mix weights are numbers")?,
-                        ));
+                        mix.push((n.trim().to_owned(), w.trim().parse().map_err(|_| "--mix weights are numbers")?));
                     }
                     o.mix = mix;
                 }
@@ -233,10 +201,7 @@ fn run_cmd(args: &[String], goose_args: Vec<String>) -> ExitCode {
         return usage(&e.to_string());
     }
     o.admin = admin_email.zip(admin_password);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tollgate-loadtest: cannot start the runtime: {e}");
@@ -247,10 +212,7 @@ fn run_cmd(args: &[String], goose_args: Vec<String>) -> ExitCode {
     match rt.block_on(run(o)) {
         Ok(s) => {
             print!("{}", summary::table(&s));
-            println!(
-                "reports: {}/summary.json and one HTML report per scenario",
-                out_dir.display()
-            );
+            println!("reports: {}/summary.json and one HTML report per scenario", out_dir.display());
             match verdict(&s) {
                 None => ExitCode::SUCCESS,
                 Some(why) => {

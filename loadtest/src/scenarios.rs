@@ -12,22 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every scenario, by the name used on the command line.
-pub const NAMES: &[&str] = &[
-    "cached-read",
-    "miss-and-write",
-    "login",
-    "refresh",
-    "revocation",
-    "mixed",
-];
+pub const NAMES: &[&str] = &["cached-read", "miss-and-write", "login", "refresh", "revocation", "mixed"];
 
 /// The default weights of `mixed`: mostly cached reads, as a task app sees.
-pub const DEFAULT_MIX: &[(&str, usize)] = &[
-    ("cached-read", 70),
-    ("miss-and-write", 15),
-    ("refresh", 10),
-    ("login", 5),
-];
+pub const DEFAULT_MIX: &[(&str, usize)] = &[("cached-read", 70), ("miss-and-write", 15), ("refresh", 10), ("login", 5)];
 
 /// Per goose user.
 #[derive(Clone)]
@@ -70,18 +58,14 @@ impl Timeline {
     /// answered, and either the user is still banned (rule 1) or the token
     /// predates the re-activation (rule 2).
     pub fn forbids(&self, sent: Instant, obtained: Instant) -> bool {
-        self.ban_answered.is_some_and(|a| sent > a)
-            && self.reactivate_sent.is_none_or(|r| obtained < r)
+        self.ban_answered.is_some_and(|a| sent > a) && self.reactivate_sent.is_none_or(|r| obtained < r)
     }
 }
 
 impl Shared {
     /// State for a run.
     pub fn new(accounts: Vec<Account>, victims: Vec<Account>) -> Arc<Self> {
-        let timeline = victims
-            .iter()
-            .map(|_| Mutex::new(Timeline::default()))
-            .collect();
+        let timeline = victims.iter().map(|_| Mutex::new(Timeline::default())).collect();
         Arc::new(Self {
             accounts,
             victims,
@@ -110,20 +94,12 @@ async fn send(
     if let Some(b) = body {
         rb = rb.json(&b);
     }
-    let req = GooseRequest::builder()
-        .method(method)
-        .path(path)
-        .name(name)
-        .set_request_builder(rb)
-        .build();
+    let req = GooseRequest::builder().method(method).path(path).name(name).set_request_builder(rb).build();
     user.request(req).await
 }
 
 fn status(r: &GooseResponse) -> u16 {
-    r.response
-        .as_ref()
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    r.response.as_ref().map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
 fn transaction<F>(shared: &Arc<Shared>, name: &str, f: F) -> Transaction
@@ -131,8 +107,7 @@ where
     F: for<'u> Fn(
             Arc<Shared>,
             &'u mut GooseUser,
-        )
-            -> std::pin::Pin<Box<dyn Future<Output = TransactionResult> + Send + 'u>>
+        ) -> std::pin::Pin<Box<dyn Future<Output = TransactionResult> + Send + 'u>>
         + Send
         + Sync
         + 'static,
@@ -168,12 +143,7 @@ fn own_session(shared: &Arc<Shared>) -> Transaction {
             let i = user.weighted_users_index % sh.accounts.len().max(1);
             let email = sh.accounts[i].email.clone();
             let (access, refresh) = login(user, &email).await?.unwrap_or_default();
-            user.set_session_data(Sess {
-                account: i,
-                access,
-                refresh,
-                obtained: None,
-            });
+            user.set_session_data(Sess { account: i, access, refresh, obtained: None });
             Ok(())
         })
     })
@@ -204,65 +174,40 @@ async fn login(user: &mut GooseUser, email: &str) -> Result<Option<(String, Stri
 }
 
 fn token(user: &GooseUser) -> String {
-    user.get_session_data::<Sess>()
-        .map(|s| s.access.clone())
-        .unwrap_or_default()
+    user.get_session_data::<Sess>().map(|s| s.access.clone()).unwrap_or_default()
 }
 
 /// The hot path: authenticated `GET /tasks` served from the cache.
 pub fn cached_read(shared: &Arc<Shared>) -> Scenario {
-    scenario!("cached-read")
-        .register_transaction(adopt_account(shared))
-        .register_transaction(transaction(shared, "list tasks", |_, user| {
+    scenario!("cached-read").register_transaction(adopt_account(shared)).register_transaction(transaction(
+        shared,
+        "list tasks",
+        |_, user| {
             Box::pin(async move {
                 let t = token(user);
-                send(
-                    user,
-                    GooseMethod::Get,
-                    "/tasks",
-                    "GET /tasks",
-                    Some(&t),
-                    None,
-                )
-                .await?;
+                send(user, GooseMethod::Get, "/tasks", "GET /tasks", Some(&t), None).await?;
                 Ok(())
             })
-        }))
+        },
+    ))
 }
 
 /// Writes that invalidate, and the misses that follow them.
 pub fn miss_and_write(shared: &Arc<Shared>) -> Scenario {
-    scenario!("miss-and-write")
-        .register_transaction(adopt_account(shared))
-        .register_transaction(transaction(shared, "write cycle", |_, user| {
+    scenario!("miss-and-write").register_transaction(adopt_account(shared)).register_transaction(transaction(
+        shared,
+        "write cycle",
+        |_, user| {
             Box::pin(async move {
                 let t = token(user);
-                let r = send(
-                    user,
-                    GooseMethod::Post,
-                    "/tasks",
-                    "POST /tasks",
-                    Some(&t),
-                    Some(json!({"title": "load"})),
-                )
-                .await?;
+                let r =
+                    send(user, GooseMethod::Post, "/tasks", "POST /tasks", Some(&t), Some(json!({"title": "load"})))
+                        .await?;
                 let id = match r.response {
-                    Ok(resp) => resp
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| v["id"].as_i64()),
+                    Ok(resp) => resp.json::<serde_json::Value>().await.ok().and_then(|v| v["id"].as_i64()),
                     Err(_) => None,
                 };
-                send(
-                    user,
-                    GooseMethod::Get,
-                    "/tasks",
-                    "GET /tasks (after write)",
-                    Some(&t),
-                    None,
-                )
-                .await?;
+                send(user, GooseMethod::Get, "/tasks", "GET /tasks (after write)", Some(&t), None).await?;
                 if let Some(id) = id {
                     let path = format!("/tasks/{id}");
                     send(
@@ -274,57 +219,39 @@ pub fn miss_and_write(shared: &Arc<Shared>) -> Scenario {
                         Some(json!({"isCompleted": true})),
                     )
                     .await?;
-                    send(
-                        user,
-                        GooseMethod::Get,
-                        "/tasks",
-                        "GET /tasks (after write)",
-                        Some(&t),
-                        None,
-                    )
-                    .await?;
-                    send(
-                        user,
-                        GooseMethod::Delete,
-                        &path,
-                        "DELETE /tasks/{id}",
-                        Some(&t),
-                        None,
-                    )
-                    .await?;
+                    send(user, GooseMethod::Get, "/tasks", "GET /tasks (after write)", Some(&t), None).await?;
+                    send(user, GooseMethod::Delete, &path, "DELETE /tasks/{id}", Some(&t), None).await?;
                 }
                 Ok(())
             })
-        }))
+        },
+    ))
 }
 
 /// Password verification: the CPU-bound path.
 pub fn login_scenario(shared: &Arc<Shared>) -> Scenario {
-    scenario!("login")
-        .register_transaction(adopt_account(shared))
-        .register_transaction(transaction(shared, "login", |sh, user| {
+    scenario!("login").register_transaction(adopt_account(shared)).register_transaction(transaction(
+        shared,
+        "login",
+        |sh, user| {
             Box::pin(async move {
-                let i = user
-                    .get_session_data::<Sess>()
-                    .map(|s| s.account)
-                    .unwrap_or(0);
+                let i = user.get_session_data::<Sess>().map(|s| s.account).unwrap_or(0);
                 let email = sh.accounts[i].email.clone();
                 login(user, &email).await?;
                 Ok(())
             })
-        }))
+        },
+    ))
 }
 
 /// Refresh rotation: each goose user rotates its own session's token.
 pub fn refresh(shared: &Arc<Shared>) -> Scenario {
-    scenario!("refresh")
-        .register_transaction(own_session(shared))
-        .register_transaction(transaction(shared, "rotate", |sh, user| {
+    scenario!("refresh").register_transaction(own_session(shared)).register_transaction(transaction(
+        shared,
+        "rotate",
+        |sh, user| {
             Box::pin(async move {
-                let rt = user
-                    .get_session_data::<Sess>()
-                    .map(|s| s.refresh.clone())
-                    .unwrap_or_default();
+                let rt = user.get_session_data::<Sess>().map(|s| s.refresh.clone()).unwrap_or_default();
                 let r = send(
                     user,
                     GooseMethod::Post,
@@ -345,10 +272,7 @@ pub fn refresh(shared: &Arc<Shared>) -> Scenario {
                     Some(n) => Some(n),
                     // Lost the session (should not happen): start a new one.
                     None => {
-                        let i = user
-                            .get_session_data::<Sess>()
-                            .map(|s| s.account)
-                            .unwrap_or(0);
+                        let i = user.get_session_data::<Sess>().map(|s| s.account).unwrap_or(0);
                         let email = sh.accounts[i].email.clone();
                         login(user, &email).await?.map(|(_, r)| r)
                     }
@@ -358,7 +282,8 @@ pub fn refresh(shared: &Arc<Shared>) -> Scenario {
                 }
                 Ok(())
             })
-        }))
+        },
+    ))
 }
 
 /// Victims keep calling while an admin (see [`drive_bans`]) bans and
@@ -381,9 +306,7 @@ pub fn revocation(shared: &Arc<Shared>) -> Scenario {
             })
             .set_on_start(),
         )
-        .register_transaction(transaction(shared, "victim call", |sh, user| {
-            Box::pin(victim_call(sh, user))
-        }))
+        .register_transaction(transaction(shared, "victim call", |sh, user| Box::pin(victim_call(sh, user))))
 }
 
 async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult {
@@ -396,15 +319,7 @@ async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult
         let sent = Instant::now();
         let email = sh.victims[i].email.clone();
         let body = json!({"email": email, "password": PASSWORD});
-        let mut r = send(
-            user,
-            GooseMethod::Post,
-            "/auth/login",
-            "POST /auth/login (victim)",
-            None,
-            Some(body),
-        )
-        .await?;
+        let mut r = send(user, GooseMethod::Post, "/auth/login", "POST /auth/login (victim)", None, Some(body)).await?;
         match status(&r) {
             200 => {
                 let v: serde_json::Value = match r.response {
@@ -425,22 +340,12 @@ async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult
         return Ok(());
     };
     let sent = Instant::now();
-    let mut r = send(
-        user,
-        GooseMethod::Get,
-        "/tasks",
-        "GET /tasks (victim)",
-        Some(&token),
-        None,
-    )
-    .await?;
+    let mut r = send(user, GooseMethod::Get, "/tasks", "GET /tasks (victim)", Some(&token), None).await?;
     match status(&r) {
         200 => {
             // Forbidden: sent after the ban answered, and either the user is
             // still banned or the token predates the re-activation (rule 2).
-            let forbidden = sh.timeline[i]
-                .lock()
-                .is_ok_and(|tl| tl.forbids(sent, obtained));
+            let forbidden = sh.timeline[i].lock().is_ok_and(|tl| tl.forbids(sent, obtained));
             if forbidden {
                 sh.accepted_after_ban.fetch_add(1, Ordering::Relaxed);
                 user.set_failure("accepted after ban", &mut r.request, None, None)?;
@@ -470,15 +375,7 @@ async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult
 pub fn healthz(shared: &Arc<Shared>) -> Scenario {
     scenario!("healthz").register_transaction(transaction(shared, "healthz", |_, user| {
         Box::pin(async move {
-            send(
-                user,
-                GooseMethod::Get,
-                "/healthz",
-                "GET /healthz",
-                None,
-                None,
-            )
-            .await?;
+            send(user, GooseMethod::Get, "/healthz", "GET /healthz", None, None).await?;
             Ok(())
         })
     }))
@@ -502,9 +399,7 @@ pub async fn drive_bans(
         let uid = shared.victims[i].id;
         crate::setup::set_status(&client, &base, &admin_token, uid, "banned").await?;
         {
-            let mut tl = shared.timeline[i]
-                .lock()
-                .map_err(|_| anyhow::anyhow!("timeline lock poisoned"))?;
+            let mut tl = shared.timeline[i].lock().map_err(|_| anyhow::anyhow!("timeline lock poisoned"))?;
             tl.ban_answered = Some(Instant::now());
             tl.reactivate_sent = None;
             tl.first_401_seen = false;
@@ -535,9 +430,7 @@ pub fn mixed(shared: &Arc<Shared>, mix: &[(String, usize)]) -> anyhow::Result<Ve
             "miss-and-write" => miss_and_write(shared),
             "login" => login_scenario(shared),
             "refresh" => refresh(shared),
-            other => anyhow::bail!(
-                "--mix: {other} is not one of cached-read, miss-and-write, login, refresh"
-            ),
+            other => anyhow::bail!("--mix: {other} is not one of cached-read, miss-and-write, login, refresh"),
         };
         out.push(s.set_weight(*weight)?);
     }
@@ -558,23 +451,11 @@ mod tests {
         let mut tl = Timeline::default();
         assert!(!tl.forbids(at(5), at(0)), "no ban yet");
         tl.ban_answered = Some(at(10));
-        assert!(
-            !tl.forbids(at(9), at(0)),
-            "sent before the ban answered: either answer is fine"
-        );
+        assert!(!tl.forbids(at(9), at(0)), "sent before the ban answered: either answer is fine");
         assert!(tl.forbids(at(11), at(0)), "banned and accepted");
-        assert!(
-            tl.forbids(at(11), at(20)),
-            "banned: even a newer token must be refused"
-        );
+        assert!(tl.forbids(at(11), at(20)), "banned: even a newer token must be refused");
         tl.reactivate_sent = Some(at(30));
-        assert!(
-            tl.forbids(at(40), at(0)),
-            "an old token revived by re-activation"
-        );
-        assert!(
-            !tl.forbids(at(40), at(35)),
-            "a fresh login after re-activation works"
-        );
+        assert!(tl.forbids(at(40), at(0)), "an old token revived by re-activation");
+        assert!(!tl.forbids(at(40), at(35)), "a fresh login after re-activation works");
     }
 }

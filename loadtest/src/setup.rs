@@ -30,9 +30,7 @@ pub fn email(kind: &str, i: usize) -> String {
 
 /// An API client for set-up.
 pub fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?)
+    Ok(reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?)
 }
 
 /// Logs in; (access, refresh, body).
@@ -50,26 +48,14 @@ pub async fn login(
         .with_context(|| format!("POST {base}/auth/login"))?;
     let status = r.status();
     if !status.is_success() {
-        bail!(
-            "login of {email} answered {status}: {}",
-            r.text().await.unwrap_or_default()
-        );
+        bail!("login of {email} answered {status}: {}", r.text().await.unwrap_or_default());
     }
     let v: Value = r.json().await?;
-    let get = |k: &str| {
-        v[k].as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("login answer has no {k}"))
-    };
+    let get = |k: &str| v[k].as_str().map(str::to_owned).with_context(|| format!("login answer has no {k}"));
     Ok((get("access_token")?, get("refresh_token")?))
 }
 
-async fn one(
-    client: &reqwest::Client,
-    base: &str,
-    email: String,
-    tasks: usize,
-) -> anyhow::Result<Account> {
+async fn one(client: &reqwest::Client, base: &str, email: String, tasks: usize) -> anyhow::Result<Account> {
     let r = client
         .post(format!("{base}/auth/register"))
         .json(&json!({"email": email, "password": PASSWORD}))
@@ -77,21 +63,11 @@ async fn one(
         .await
         .with_context(|| format!("POST {base}/auth/register"))?;
     if !(r.status().is_success() || r.status().as_u16() == 409) {
-        bail!(
-            "register of {email} answered {}: {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        );
+        bail!("register of {email} answered {}: {}", r.status(), r.text().await.unwrap_or_default());
     }
     let (access, refresh) = login(client, base, &email, PASSWORD).await?;
-    let me: Value = client
-        .get(format!("{base}/me"))
-        .bearer_auth(&access)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let me: Value =
+        client.get(format!("{base}/me")).bearer_auth(&access).send().await?.error_for_status()?.json().await?;
     let id = me["id"].as_i64().context("/me has no id")?;
     if tasks > 0 {
         let have: Vec<Value> = client
@@ -113,12 +89,7 @@ async fn one(
                 .with_context(|| format!("seeding tasks of {email}"))?;
         }
     }
-    Ok(Account {
-        email,
-        id,
-        access,
-        refresh,
-    })
+    Ok(Account { email, id, access, refresh })
 }
 
 /// `n` accounts of `kind`, each with `tasks` tasks, set up 8 at a time.
@@ -130,10 +101,7 @@ pub async fn accounts(
     tasks: usize,
 ) -> anyhow::Result<Vec<Account>> {
     let results: Vec<anyhow::Result<Account>> =
-        stream::iter((0..n).map(|i| one(client, base, email(kind, i), tasks)))
-            .buffered(8)
-            .collect()
-            .await;
+        stream::iter((0..n).map(|i| one(client, base, email(kind, i), tasks))).buffered(8).collect().await;
     results.into_iter().collect()
 }
 
@@ -152,10 +120,7 @@ pub async fn set_status(
         .send()
         .await?;
     if !r.status().is_success() {
-        bail!(
-            "status change of user {uid} to {status} answered {}",
-            r.status()
-        );
+        bail!("status change of user {uid} to {status} answered {}", r.status());
     }
     Ok(())
 }

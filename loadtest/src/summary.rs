@@ -98,11 +98,7 @@ fn ms(us: u64) -> f64 {
 /// seconds, too coarse for short runs.
 fn measured_seconds(m: &GooseMetrics) -> f64 {
     use goose::test_plan::TestPlanStepAction as A;
-    let start = m
-        .history
-        .iter()
-        .find(|h| matches!(h.action, A::Maintaining))
-        .or(m.history.first());
+    let start = m.history.iter().find(|h| matches!(h.action, A::Maintaining)).or(m.history.first());
     let end = m.history.last();
     match (start, end) {
         (Some(s), Some(e)) if e.timestamp > s.timestamp => {
@@ -162,12 +158,7 @@ impl ScenarioSummary {
 /// The human table.
 pub fn table(s: &Summary) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "target: {}{}",
-        s.target,
-        if s.embedded { " (embedded)" } else { "" }
-    );
+    let _ = writeln!(out, "target: {}{}", s.target, if s.embedded { " (embedded)" } else { "" });
     let _ = writeln!(
         out,
         "{:<15} {:<26} {:>9} {:>6} {:>10} {:>8} {:>8} {:>8} {:>8}  note",
@@ -183,15 +174,7 @@ pub fn table(s: &Summary) -> String {
             let _ = writeln!(
                 out,
                 "{:<15} {:<26} {:>9} {:>6} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
-                sc.scenario,
-                r.name,
-                r.requests,
-                r.failures,
-                r.rps,
-                r.p50_ms,
-                r.p90_ms,
-                r.p99_ms,
-                r.max_ms
+                sc.scenario, r.name, r.requests, r.failures, r.rps, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
             );
         }
         let _ = writeln!(
@@ -226,10 +209,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_rps_drop_pct: 10.0,
-            max_p99_rise_pct: 10.0,
-        }
+        Self { max_rps_drop_pct: 10.0, max_p99_rise_pct: 10.0 }
     }
 }
 
@@ -250,21 +230,14 @@ pub fn compare(base: &Summary, cur: &Summary, limits: Limits) -> (String, bool) 
         };
         for br in &bs.by_request {
             let Some(cr) = cs.by_request.iter().find(|c| c.name == br.name) else {
-                let _ = writeln!(
-                    out,
-                    "{:<15} {:<26} (missing from the current run)",
-                    bs.scenario, br.name
-                );
+                let _ = writeln!(out, "{:<15} {:<26} (missing from the current run)", bs.scenario, br.name);
                 continue;
             };
             let rps_change = pct(br.rps, cr.rps);
             let p99_change = pct(br.p99_ms, cr.p99_ms);
             let mut why = Vec::new();
             if rps_change < -limits.max_rps_drop_pct {
-                why.push(format!(
-                    "req/s dropped more than {}%",
-                    limits.max_rps_drop_pct
-                ));
+                why.push(format!("req/s dropped more than {}%", limits.max_rps_drop_pct));
             }
             if p99_change > limits.max_p99_rise_pct {
                 why.push(format!("p99 rose more than {}%", limits.max_p99_rise_pct));
@@ -272,11 +245,7 @@ pub fn compare(base: &Summary, cur: &Summary, limits: Limits) -> (String, bool) 
             if cr.failures > 0 && br.failures == 0 {
                 why.push(format!("{} failures", cr.failures));
             }
-            let verdict = if why.is_empty() {
-                "ok".to_owned()
-            } else {
-                format!("REGRESSION: {}", why.join(", "))
-            };
+            let verdict = if why.is_empty() { "ok".to_owned() } else { format!("REGRESSION: {}", why.join(", ")) };
             ok &= why.is_empty();
             let _ = writeln!(
                 out,
@@ -294,11 +263,7 @@ pub fn compare(base: &Summary, cur: &Summary, limits: Limits) -> (String, bool) 
 }
 
 fn pct(base: f64, cur: f64) -> f64 {
-    if base == 0.0 {
-        0.0
-    } else {
-        (cur - base) / base * 100.0
-    }
+    if base == 0.0 { 0.0 } else { (cur - base) / base * 100.0 }
 }
 
 /// Merges summaries of generator processes that ran at the same time against
@@ -306,9 +271,7 @@ fn pct(base: f64, cur: f64) -> f64 {
 /// parts (exact merging needs the histograms; the worst part is an upper
 /// bound).
 pub fn merge(parts: &[Summary]) -> anyhow::Result<Summary> {
-    let first = parts
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("merge needs at least one summary"))?;
+    let first = parts.first().ok_or_else(|| anyhow::anyhow!("merge needs at least one summary"))?;
     let mut out = first.clone();
     for p in &parts[1..] {
         for ps in &p.scenarios {
@@ -388,33 +351,18 @@ mod tests {
 
     #[test]
     fn a_throughput_drop_beyond_the_limit_fails() {
-        let (table, ok) = compare(
-            &summary(1000.0, 5.0),
-            &summary(850.0, 5.0),
-            Limits::default(),
-        );
+        let (table, ok) = compare(&summary(1000.0, 5.0), &summary(850.0, 5.0), Limits::default());
         assert!(!ok);
         assert!(table.contains("REGRESSION: req/s dropped"), "{table}");
-        let (_, ok) = compare(
-            &summary(1000.0, 5.0),
-            &summary(950.0, 5.0),
-            Limits::default(),
-        );
+        let (_, ok) = compare(&summary(1000.0, 5.0), &summary(950.0, 5.0), Limits::default());
         assert!(ok, "a 5% drop is within 10%");
     }
 
     #[test]
     fn a_p99_rise_beyond_the_limit_fails_and_limits_are_settable() {
-        let (_, ok) = compare(
-            &summary(1000.0, 5.0),
-            &summary(1000.0, 6.0),
-            Limits::default(),
-        );
+        let (_, ok) = compare(&summary(1000.0, 5.0), &summary(1000.0, 6.0), Limits::default());
         assert!(!ok);
-        let lenient = Limits {
-            max_rps_drop_pct: 10.0,
-            max_p99_rise_pct: 30.0,
-        };
+        let lenient = Limits { max_rps_drop_pct: 10.0, max_p99_rise_pct: 30.0 };
         assert!(compare(&summary(1000.0, 5.0), &summary(1000.0, 6.0), lenient).1);
     }
 

@@ -12,10 +12,7 @@ use tollgate::config::{Env, Layered};
 
 /// The admin account the embedded server bootstraps for the revocation
 /// scenario.
-pub const EMBEDDED_ADMIN: (&str, &str) = (
-    "loadtest-admin@tollgate-loadtest.example",
-    "loadtest-admin-password",
-);
+pub const EMBEDDED_ADMIN: (&str, &str) = ("loadtest-admin@tollgate-loadtest.example", "loadtest-admin-password");
 
 /// Throwaway services started by this process.
 struct Services {
@@ -24,10 +21,7 @@ struct Services {
 
 impl Services {
     fn script() -> PathBuf {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../scripts/services.sh"
-        ))
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh"))
     }
 
     /// Starts them; returns their environment.
@@ -38,10 +32,7 @@ impl Services {
             .output()
             .context("running scripts/services.sh start")?;
         if !out.status.success() {
-            bail!(
-                "scripts/services.sh start failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("scripts/services.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
         }
         let mut env = HashMap::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -49,19 +40,12 @@ impl Services {
                 env.insert(k.to_owned(), v.trim_matches('\'').to_owned());
             }
         }
-        let dir = env
-            .get("TOLLGATE_SERVICES_DIR")
-            .cloned()
-            .context("services.sh printed no TOLLGATE_SERVICES_DIR")?;
+        let dir = env.get("TOLLGATE_SERVICES_DIR").cloned().context("services.sh printed no TOLLGATE_SERVICES_DIR")?;
         Ok((Self { dir }, env))
     }
 
     fn stop(self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .arg("stop")
-            .arg(&self.dir)
-            .status();
+        let _ = Command::new("bash").arg(Self::script()).arg("stop").arg(&self.dir).status();
     }
 }
 
@@ -86,32 +70,18 @@ pub struct Target {
 impl Target {
     /// A deployment by URL. Only loopback addresses are accepted unless
     /// `allow_remote` is set: a load run is an attack on whatever it targets.
-    pub fn remote(
-        url: &str,
-        admin: Option<(String, String)>,
-        allow_remote: bool,
-    ) -> anyhow::Result<Self> {
+    pub fn remote(url: &str, admin: Option<(String, String)>, allow_remote: bool) -> anyhow::Result<Self> {
         let url = url.trim_end_matches('/').to_owned();
         if !is_loopback(&url) && !allow_remote {
-            bail!(
-                "--host {url} is not a loopback address; pass --allow-remote if you own that deployment"
-            );
+            bail!("--host {url} is not a loopback address; pass --allow-remote if you own that deployment");
         }
-        Ok(Self {
-            url,
-            admin,
-            embedded: false,
-            server: None,
-            services: None,
-        })
+        Ok(Self { url, admin, embedded: false, server: None, services: None })
     }
 
     /// Starts the server in-process (and services if needed).
     pub fn embedded(server_threads: usize) -> anyhow::Result<Self> {
         let mut env: HashMap<String, String> = HashMap::new();
-        let services = if std::env::var("DATABASE_URL").is_ok()
-            && std::env::var("REDIS_URL").is_ok()
-        {
+        let services = if std::env::var("DATABASE_URL").is_ok() && std::env::var("REDIS_URL").is_ok() {
             None
         } else {
             eprintln!("loadtest: starting throwaway PostgreSQL and Redis (scripts/services.sh)");
@@ -122,12 +92,8 @@ impl Target {
         env.insert("BIND_ADDR".into(), "127.0.0.1:0".into());
         env.insert("ADMIN_EMAIL".into(), EMBEDDED_ADMIN.0.into());
         env.insert("ADMIN_PASSWORD".into(), EMBEDDED_ADMIN.1.into());
-        env.insert(
-            "REDIS_KEY_PREFIX".into(),
-            format!("lt{:08x}", rand::random::<u32>()),
-        );
-        env.entry("RUST_LOG".into())
-            .or_insert_with(|| "warn".into());
+        env.insert("REDIS_KEY_PREFIX".into(), format!("lt{:08x}", rand::random::<u32>()));
+        env.entry("RUST_LOG".into()).or_insert_with(|| "warn".into());
         let config = match tollgate::Config::from_source(&Layered(env, Env)) {
             Ok(c) => c,
             Err(errors) => {
@@ -172,10 +138,7 @@ impl Target {
                 });
             })
             .context("spawning the server thread")?;
-        let addr = match addr_rx
-            .recv()
-            .context("the server thread ended before starting")?
-        {
+        let addr = match addr_rx.recv().context("the server thread ended before starting")? {
             Ok(a) => a,
             Err(e) => {
                 let _ = thread.join();
@@ -190,10 +153,7 @@ impl Target {
             url: format!("http://{addr}"),
             admin: Some((EMBEDDED_ADMIN.0.into(), EMBEDDED_ADMIN.1.into())),
             embedded: true,
-            server: Some(Embedded {
-                stop: stop_tx,
-                thread,
-            }),
+            server: Some(Embedded { stop: stop_tx, thread }),
             services,
         })
     }
@@ -211,10 +171,7 @@ pub fn is_loopback(url: &str) -> bool {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => authority.split(':').next().unwrap_or_default(),
     };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Drop for Target {

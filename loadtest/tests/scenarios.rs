@@ -21,49 +21,23 @@ async fn every_scenario_runs_clean_against_the_embedded_server() {
         victims: 2,
         ban_hold: Duration::from_millis(150),
         calibrate_secs: 1,
-        goose_args: ["--users", "4", "--increase-rate", "4", "--run-time", "3"]
-            .map(String::from)
-            .to_vec(),
+        goose_args: ["--users", "4", "--increase-rate", "4", "--run-time", "3"].map(String::from).to_vec(),
         server_threads: 2,
         ..RunOptions::default()
     };
     let summary = run(opts).await.expect("the run completes");
-    assert_eq!(
-        verdict(&summary),
-        None,
-        "{}",
-        tollgate_loadtest::summary::table(&summary)
-    );
-    let names: Vec<&str> = summary
-        .scenarios
-        .iter()
-        .map(|s| s.scenario.as_str())
-        .collect();
+    assert_eq!(verdict(&summary), None, "{}", tollgate_loadtest::summary::table(&summary));
+    let names: Vec<&str> = summary.scenarios.iter().map(|s| s.scenario.as_str()).collect();
     let mut expected = vec!["healthz"];
     expected.extend(scenarios::NAMES);
     assert_eq!(names, expected);
     let ceiling = summary.scenarios[0].rps;
     for s in &summary.scenarios {
-        assert!(
-            s.requests > 0 && s.rps > 0.0,
-            "{} made requests",
-            s.scenario
-        );
-        assert!(
-            s.by_request
-                .iter()
-                .all(|r| r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms),
-            "{} has latencies",
-            s.scenario
-        );
+        assert!(s.requests > 0 && s.rps > 0.0, "{} made requests", s.scenario);
+        assert!(s.by_request.iter().all(|r| r.p50_ms > 0.0 && r.p99_ms >= r.p50_ms), "{} has latencies", s.scenario);
     }
     for s in &summary.scenarios[1..] {
-        assert_eq!(
-            s.ceiling_rps,
-            Some(ceiling),
-            "{} carries the generator's ceiling",
-            s.scenario
-        );
+        assert_eq!(s.ceiling_rps, Some(ceiling), "{} carries the generator's ceiling", s.scenario);
     }
     let rev = summary
         .scenarios

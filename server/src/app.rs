@@ -63,13 +63,8 @@ impl AppState {
     pub async fn new(config: Config) -> anyhow::Result<Arc<Self>> {
         let metrics = Arc::new(Metrics::new());
         crate::db::migrate(config.database_url.expose()).await?;
-        let db = Db::new(
-            config.database_url.expose(),
-            config.pg_pool_size,
-            config.pool_timeout,
-            metrics.clone(),
-        )
-        .context("DATABASE_URL")?;
+        let db = Db::new(config.database_url.expose(), config.pg_pool_size, config.pool_timeout, metrics.clone())
+            .context("DATABASE_URL")?;
         let kv = Kv::new(
             config.redis_url.expose(),
             &config.redis_key_prefix,
@@ -78,47 +73,14 @@ impl AppState {
             metrics.clone(),
         )
         .context("REDIS_URL")?;
-        let (conc, queue, m) = (
-            config.hash_concurrency,
-            config.hash_queue_max,
-            metrics.clone(),
-        );
-        let passwords =
-            tokio::task::spawn_blocking(move || Passwords::new(conc, queue, m)).await??;
-        let tokens = Tokens::new(
-            config.jwt_secret.expose().as_bytes(),
-            config.access_ttl,
-            config.refresh_ttl,
-        );
-        let revocation =
-            Revocation::new(kv.clone(), db.clone(), metrics.clone(), config.refresh_ttl);
-        let cache = TaskCache::new(
-            config.cache_backend,
-            kv.clone(),
-            config.tasks_cache_ttl,
-            metrics.clone(),
-        );
-        let throttle = LoginThrottle::new(
-            kv.clone(),
-            config.login_max_failures,
-            config.login_failure_window,
-        );
+        let passwords = Passwords::new(config.hash_concurrency, config.hash_queue_max, metrics.clone());
+        let tokens = Tokens::new(config.jwt_secret.expose().as_bytes(), config.access_ttl, config.refresh_ttl);
+        let revocation = Revocation::new(kv.clone(), db.clone(), metrics.clone(), config.refresh_ttl);
+        let cache = TaskCache::new(config.cache_backend, kv.clone(), config.tasks_cache_ttl, metrics.clone());
+        let throttle = LoginThrottle::new(kv.clone(), config.login_max_failures, config.login_failure_window);
         let router = Router::new(&metrics);
-        let state = Arc::new(Self {
-            config,
-            db,
-            kv,
-            metrics,
-            tokens,
-            passwords,
-            revocation,
-            cache,
-            throttle,
-            router,
-        });
-        auth::bootstrap_admin(&state)
-            .await
-            .context("ADMIN_EMAIL/ADMIN_PASSWORD bootstrap")?;
+        let state = Arc::new(Self { config, db, kv, metrics, tokens, passwords, revocation, cache, throttle, router });
+        auth::bootstrap_admin(&state).await.context("ADMIN_EMAIL/ADMIN_PASSWORD bootstrap")?;
         // Make Redis trustworthy before the first request if it is there;
         // if not, requests answer from PostgreSQL and rebuild later.
         match state.revocation.rebuild().await {
@@ -132,9 +94,7 @@ impl AppState {
 
     /// The verified access token of a request (no revocation check).
     pub fn principal<B>(&self, req: &Request<B>) -> Result<Principal, ApiError> {
-        self.tokens
-            .verify(bearer(req)?, TokenType::Access)
-            .map_err(ApiError::invalid_token)
+        self.tokens.verify(bearer(req)?, TokenType::Access).map_err(ApiError::invalid_token)
     }
 
     /// A verified access token that is not revoked.
@@ -168,9 +128,7 @@ impl AppState {
                 return resp;
             }
         };
-        let outcome = AssertUnwindSafe(self.dispatch(route, req, id))
-            .catch_unwind()
-            .await;
+        let outcome = AssertUnwindSafe(self.dispatch(route, req, id)).catch_unwind().await;
         let resp = match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
@@ -256,17 +214,13 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let addr = config.bind_addr;
         let state = AppState::new(config).await?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         Ok(Self { state, listener })
     }
 
     /// The bound address (the real port when `BIND_ADDR` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| self.state.config.bind_addr)
+        self.listener.local_addr().unwrap_or_else(|_| self.state.config.bind_addr)
     }
 
     /// The shared state (benches drive `AppState::handle` directly).
@@ -288,12 +242,7 @@ impl App {
         let task = tokio::spawn(self.run(async {
             let _ = rx.await;
         }));
-        Running {
-            addr,
-            state,
-            stop: Some(tx),
-            task,
-        }
+        Running { addr, state, stop: Some(tx), task }
     }
 }
 

@@ -191,10 +191,7 @@ impl Reader<'_> {
         match self.raw(key) {
             None => default,
             Some(v) => v.trim().parse().unwrap_or_else(|_| {
-                self.errors.push(ConfigError {
-                    key,
-                    message: format!("{v:?} is not {what}"),
-                });
+                self.errors.push(ConfigError { key, message: format!("{v:?} is not {what}") });
                 default
             }),
         }
@@ -203,10 +200,7 @@ impl Reader<'_> {
     fn number(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> u64 {
         let v = self.parse(key, default, "a whole number");
         if !(min..=max).contains(&v) {
-            self.errors.push(ConfigError {
-                key,
-                message: format!("{v} is outside {min}..={max}"),
-            });
+            self.errors.push(ConfigError { key, message: format!("{v} is outside {min}..={max}") });
             return default;
         }
         v
@@ -224,10 +218,7 @@ impl Reader<'_> {
 fn parse_bind(v: &str) -> Option<SocketAddr> {
     let v = v.trim();
     if let Some(port) = v.strip_prefix(':') {
-        return port
-            .parse::<u16>()
-            .ok()
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        return port.parse::<u16>().ok().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     }
     v.parse().ok()
 }
@@ -235,10 +226,7 @@ fn parse_bind(v: &str) -> Option<SocketAddr> {
 impl Config {
     /// Builds the configuration from `src`, or every problem found.
     pub fn from_source(src: &dyn Source) -> Result<Self, Vec<ConfigError>> {
-        let mut r = Reader {
-            src,
-            errors: Vec::new(),
-        };
+        let mut r = Reader { src, errors: Vec::new() };
         let app_env = r.string("APP_ENV", "development");
         if !matches!(app_env.as_str(), "development" | "production" | "test") {
             r.errors.push(ConfigError {
@@ -248,25 +236,16 @@ impl Config {
         }
         let bind_raw = r.string("BIND_ADDR", "127.0.0.1:8080");
         let bind_addr = parse_bind(&bind_raw).unwrap_or_else(|| {
-            r.errors.push(ConfigError {
-                key: "BIND_ADDR",
-                message: format!("{bind_raw:?} is not HOST:PORT or :PORT"),
-            });
+            r.errors.push(ConfigError { key: "BIND_ADDR", message: format!("{bind_raw:?} is not HOST:PORT or :PORT") });
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
         let database_url = r.string("DATABASE_URL", "postgres://postgres@localhost/tasks");
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
-            r.errors.push(ConfigError {
-                key: "DATABASE_URL",
-                message: "must start with postgres://".into(),
-            });
+            r.errors.push(ConfigError { key: "DATABASE_URL", message: "must start with postgres://".into() });
         }
         let redis_url = r.string("REDIS_URL", "redis://127.0.0.1:6379");
         if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
-            r.errors.push(ConfigError {
-                key: "REDIS_URL",
-                message: "must start with redis://".into(),
-            });
+            r.errors.push(ConfigError { key: "REDIS_URL", message: "must start with redis://".into() });
         }
         let jwt_secret = r.string("JWT_SECRET", DEV_JWT_SECRET);
         if app_env == "production" {
@@ -287,9 +266,7 @@ impl Config {
         if refresh_ttl < access_ttl {
             r.errors.push(ConfigError {
                 key: "REFRESH_TOKEN_TTL_SECS",
-                message:
-                    "must be at least ACCESS_TOKEN_TTL_SECS (revocation entries live this long)"
-                        .into(),
+                message: "must be at least ACCESS_TOKEN_TTL_SECS (revocation entries live this long)".into(),
             });
         }
         let tasks_cache_ttl = r.secs("TASKS_CACHE_TTL_SECS", 30, 1, 86_400);
@@ -316,9 +293,7 @@ impl Config {
                 message: "ADMIN_EMAIL and ADMIN_PASSWORD go together: set both or neither".into(),
             });
         }
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let pg_pool_size = r.number("PG_POOL_SIZE", 16, 1, 1000) as u32;
         let redis_pool_size = r.number("REDIS_POOL_SIZE", 4, 1, 1000) as u32;
         let pool_timeout = r.millis("POOL_TIMEOUT_MS", 2000, 10, 600_000);
@@ -330,27 +305,15 @@ impl Config {
         let shutdown_grace = r.secs("SHUTDOWN_GRACE_SECS", 10, 0, 3600);
         let log_format = r.string("LOG_FORMAT", "text");
         if !matches!(log_format.as_str(), "text" | "json") {
-            r.errors.push(ConfigError {
-                key: "LOG_FORMAT",
-                message: format!("{log_format:?} is not text or json"),
-            });
+            r.errors.push(ConfigError { key: "LOG_FORMAT", message: format!("{log_format:?} is not text or json") });
         }
         let log_filter = r.string("RUST_LOG", "info");
-        if log_filter
-            .parse::<tracing_subscriber::filter::Targets>()
-            .is_err()
-        {
-            r.errors.push(ConfigError {
-                key: "RUST_LOG",
-                message: format!("{log_filter:?} is not a log filter"),
-            });
+        if log_filter.parse::<tracing_subscriber::filter::Targets>().is_err() {
+            r.errors.push(ConfigError { key: "RUST_LOG", message: format!("{log_filter:?} is not a log filter") });
         }
         let redis_key_prefix = r.string("REDIS_KEY_PREFIX", "tg");
         if redis_key_prefix.contains(['{', '}', ' ']) {
-            r.errors.push(ConfigError {
-                key: "REDIS_KEY_PREFIX",
-                message: "may not contain braces or spaces".into(),
-            });
+            r.errors.push(ConfigError { key: "REDIS_KEY_PREFIX", message: "may not contain braces or spaces".into() });
         }
         if !r.errors.is_empty() {
             return Err(r.errors);
@@ -404,58 +367,24 @@ impl Config {
             ("DATABASE_URL", redact_url(self.database_url.expose())),
             ("REDIS_URL", redact_url(self.redis_url.expose())),
             ("REDIS_KEY_PREFIX", self.redis_key_prefix.clone()),
-            (
-                "JWT_SECRET",
-                if self.uses_dev_secret() {
-                    "<development default>".into()
-                } else {
-                    "<redacted>".into()
-                },
-            ),
-            (
-                "ACCESS_TOKEN_TTL_SECS",
-                self.access_ttl.as_secs().to_string(),
-            ),
-            (
-                "REFRESH_TOKEN_TTL_SECS",
-                self.refresh_ttl.as_secs().to_string(),
-            ),
-            (
-                "TASKS_CACHE_TTL_SECS",
-                self.tasks_cache_ttl.as_secs().to_string(),
-            ),
+            ("JWT_SECRET", if self.uses_dev_secret() { "<development default>".into() } else { "<redacted>".into() }),
+            ("ACCESS_TOKEN_TTL_SECS", self.access_ttl.as_secs().to_string()),
+            ("REFRESH_TOKEN_TTL_SECS", self.refresh_ttl.as_secs().to_string()),
+            ("TASKS_CACHE_TTL_SECS", self.tasks_cache_ttl.as_secs().to_string()),
             ("CACHE_BACKEND", backend.into()),
             ("LOGIN_MAX_FAILURES", self.login_max_failures.to_string()),
-            (
-                "LOGIN_FAILURE_WINDOW_SECS",
-                self.login_failure_window.as_secs().to_string(),
-            ),
-            (
-                "ADMIN_EMAIL",
-                self.admin_email.clone().unwrap_or_else(|| "<unset>".into()),
-            ),
-            (
-                "ADMIN_PASSWORD",
-                secret(self.admin_password.is_some()).into(),
-            ),
+            ("LOGIN_FAILURE_WINDOW_SECS", self.login_failure_window.as_secs().to_string()),
+            ("ADMIN_EMAIL", self.admin_email.clone().unwrap_or_else(|| "<unset>".into())),
+            ("ADMIN_PASSWORD", secret(self.admin_password.is_some()).into()),
             ("PG_POOL_SIZE", self.pg_pool_size.to_string()),
             ("REDIS_POOL_SIZE", self.redis_pool_size.to_string()),
             ("POOL_TIMEOUT_MS", self.pool_timeout.as_millis().to_string()),
-            (
-                "REDIS_TIMEOUT_MS",
-                self.redis_timeout.as_millis().to_string(),
-            ),
+            ("REDIS_TIMEOUT_MS", self.redis_timeout.as_millis().to_string()),
             ("HASH_CONCURRENCY", self.hash_concurrency.to_string()),
             ("HASH_QUEUE_MAX", self.hash_queue_max.to_string()),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),
-            (
-                "HEADER_READ_TIMEOUT_SECS",
-                self.header_read_timeout.as_secs().to_string(),
-            ),
-            (
-                "SHUTDOWN_GRACE_SECS",
-                self.shutdown_grace.as_secs().to_string(),
-            ),
+            ("HEADER_READ_TIMEOUT_SECS", self.header_read_timeout.as_secs().to_string()),
+            ("SHUTDOWN_GRACE_SECS", self.shutdown_grace.as_secs().to_string()),
             ("LOG_FORMAT", self.log_format.clone()),
             ("RUST_LOG", self.log_filter.clone()),
         ];
@@ -482,10 +411,7 @@ mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<Config, Vec<ConfigError>> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_source(&map)
     }
 
@@ -504,27 +430,17 @@ mod tests {
 
     #[test]
     fn every_bad_value_is_reported_at_once() {
-        let errs = cfg(&[
-            ("ACCESS_TOKEN_TTL_SECS", "soon"),
-            ("BIND_ADDR", "nowhere"),
-            ("CACHE_BACKEND", "disk"),
-        ])
-        .expect_err("three bad values");
+        let errs = cfg(&[("ACCESS_TOKEN_TTL_SECS", "soon"), ("BIND_ADDR", "nowhere"), ("CACHE_BACKEND", "disk")])
+            .expect_err("three bad values");
         let keys: Vec<_> = errs.iter().map(|e| e.key).collect();
-        assert_eq!(
-            keys,
-            ["BIND_ADDR", "ACCESS_TOKEN_TTL_SECS", "CACHE_BACKEND"]
-        );
+        assert_eq!(keys, ["BIND_ADDR", "ACCESS_TOKEN_TTL_SECS", "CACHE_BACKEND"]);
     }
 
     #[test]
     fn production_refuses_the_development_secret() {
         let errs = cfg(&[("APP_ENV", "production")]).expect_err("dev secret in production");
         assert_eq!(errs[0].key, "JWT_SECRET");
-        let ok = cfg(&[
-            ("APP_ENV", "production"),
-            ("JWT_SECRET", "a-real-secret-of-at-least-32-bytes!!"),
-        ]);
+        let ok = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", "a-real-secret-of-at-least-32-bytes!!")]);
         assert!(ok.is_ok());
     }
 
@@ -560,10 +476,8 @@ mod tests {
     #[test]
     fn file_values_lose_to_the_environment() {
         let file =
-            parse_file("# comment\nACCESS_TOKEN_TTL_SECS=60\nexport TASKS_CACHE_TTL_SECS=\"5\"\n")
-                .expect("parses");
-        let env: HashMap<String, String> =
-            [("ACCESS_TOKEN_TTL_SECS".to_string(), "120".to_string())].into();
+            parse_file("# comment\nACCESS_TOKEN_TTL_SECS=60\nexport TASKS_CACHE_TTL_SECS=\"5\"\n").expect("parses");
+        let env: HashMap<String, String> = [("ACCESS_TOKEN_TTL_SECS".to_string(), "120".to_string())].into();
         let c = Config::from_source(&Layered(env, file)).expect("valid");
         assert_eq!(c.access_ttl, Duration::from_secs(120));
         assert_eq!(c.tasks_cache_ttl, Duration::from_secs(5));

@@ -22,8 +22,7 @@ mod embedded {
 }
 
 /// The columns of a task, in the order `tasks::Task::from_row` reads them.
-pub const TASK_COLUMNS: &str =
-    "id, user_id, title, description, is_completed, due_date, created_at, updated_at";
+pub const TASK_COLUMNS: &str = "id, user_id, title, description, is_completed, due_date, created_at, updated_at";
 
 macro_rules! statements {
     ($($(#[doc = $doc:expr])* $name:ident = $sql:expr;)*) => {
@@ -177,12 +176,7 @@ pub struct Db {
 impl Db {
     /// Connects (lazily: an unreachable server is an error per request, not
     /// at start) with at most `size` connections.
-    pub fn new(
-        url: &str,
-        size: u32,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(url: &str, size: u32, timeout: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let manager = PostgresConnectionManager::new_from_stringlike(url, NoTls)?;
         let pool = Pool::builder()
             .max_size(size)
@@ -214,19 +208,13 @@ impl Db {
     /// Open and idle connections, for the pool gauges.
     pub fn state(&self) -> crate::metrics::PoolState {
         let s = self.pool.state();
-        crate::metrics::PoolState {
-            connections: s.connections,
-            idle: s.idle_connections,
-        }
+        crate::metrics::PoolState { connections: s.connections, idle: s.idle_connections }
     }
 
     /// Whether PostgreSQL answers a trivial query now.
     pub async fn ping(&self) -> Result<(), DbError> {
         let c = self.conn().await?;
-        c.client
-            .simple_query("SELECT 1")
-            .await
-            .map_err(|e| self.fail(e))?;
+        c.client.simple_query("SELECT 1").await.map_err(|e| self.fail(e))?;
         Ok(())
     }
 }
@@ -235,14 +223,10 @@ impl Db {
 /// lock so instances starting together do not race.
 pub async fn migrate(url: &str) -> anyhow::Result<()> {
     use anyhow::Context;
-    let (mut client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .context("connecting to PostgreSQL for migrations")?;
+    let (mut client, connection) =
+        tokio_postgres::connect(url, NoTls).await.context("connecting to PostgreSQL for migrations")?;
     let conn_task = tokio::spawn(connection);
-    client
-        .execute("SELECT pg_advisory_lock(7477)", &[])
-        .await
-        .context("taking the migration lock")?;
+    client.execute("SELECT pg_advisory_lock(7477)", &[]).await.context("taking the migration lock")?;
     let report = embedded::migrations::runner().run_async(&mut client).await;
     let unlock = client.execute("SELECT pg_advisory_unlock(7477)", &[]).await;
     drop(client);

@@ -3,7 +3,7 @@
 //! Redis is an accelerator, never the source of truth (API.md, "Revocation"
 //! rule 6): every caller has a PostgreSQL answer for when this module says
 //! no. So failures here are fast and quiet:
-//! - each call is bounded by `REDIS_TIMEOUT_MS`, checkout included;
+//! - each call is bounded by `REDIS_TIMEOUT_MS` (checkout, then response);
 //! - after a connection failure or timeout, calls are refused without trying
 //!   for [`BREAKER_OPEN`], so an outage costs one timeout, not one per request;
 //! - every failure counts in `dependency_errors_total{dependency="redis"}`.
@@ -40,9 +40,6 @@ pub enum KvError {
     /// Redis answered with an error, or the connection failed.
     #[error("Redis: {0}")]
     Redis(#[from] RedisError),
-    /// No connection could be had.
-    #[error("Redis connection: {0}")]
-    Pool(String),
 }
 
 /// A pooled multiplexed connection and whether it has failed.
@@ -65,14 +62,8 @@ impl ManageConnection for RedisManager {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await?;
-        Ok(RedisConn {
-            conn,
-            broken: Arc::new(AtomicBool::new(false)),
-        })
+        let conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        Ok(RedisConn { conn, broken: Arc::new(AtomicBool::new(false)) })
     }
 
     async fn is_valid(&self, conn: &mut RedisConn) -> Result<(), RedisError> {
@@ -94,9 +85,7 @@ pub struct Keys {
 impl Keys {
     /// Keys under `prefix` (`REDIS_KEY_PREFIX`).
     pub fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_owned(),
-        }
+        Self { prefix: prefix.to_owned() }
     }
     /// Id of the last rebuild from PostgreSQL; missing = Redis lost its state.
     pub fn epoch(&self) -> String {
@@ -118,9 +107,9 @@ impl Keys {
     pub fn tgen(&self, uid: i64) -> String {
         format!("{}:{{u:{uid}}}:tgen", self.prefix)
     }
-    /// Hash of the user's cached task-list pages, one field per query shape.
-    pub fn tasks(&self, uid: i64) -> String {
-        format!("{}:{{u:{uid}}}:tasks", self.prefix)
+    /// One cached task-list page of the user: `TAG\nBODY`, per query shape.
+    pub fn page(&self, uid: i64, shape: &str) -> String {
+        format!("{}:{{u:{uid}}}:tasks:{shape}", self.prefix)
     }
     /// Failed-login counter of one (lower-cased) email.
     pub fn login_failures(&self, email_lower: &str) -> String {
@@ -134,41 +123,25 @@ pub struct Kv {
     pool: Pool<RedisManager>,
     /// Key names.
     pub keys: Keys,
-    timeout: Duration,
     metrics: Arc<Metrics>,
     /// Unix ms until which calls are skipped.
     open_until: Arc<AtomicU64>,
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Kv {
     /// A lazily connecting pool: Redis may be down at start.
-    pub fn new(
-        url: &str,
-        prefix: &str,
-        size: u32,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(url: &str, prefix: &str, size: u32, timeout: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let pool = Pool::builder()
             .max_size(size)
             .connection_timeout(timeout)
             .test_on_check_out(false)
             .build_unchecked(RedisManager { client, timeout });
-        Ok(Self {
-            pool,
-            keys: Keys::new(prefix),
-            timeout,
-            metrics,
-            open_until: Arc::new(AtomicU64::new(0)),
-        })
+        Ok(Self { pool, keys: Keys::new(prefix), metrics, open_until: Arc::new(AtomicU64::new(0)) })
     }
 
     /// Runs one command or pipeline, bounded by the timeout. `op` labels
@@ -186,30 +159,26 @@ impl Kv {
             // its guard makes bb8 discard it (has_broken), and the loop takes
             // the next one or opens a new one.
             let (mut conn, broken) = loop {
-                let guard = self
-                    .pool
-                    .get()
-                    .await
-                    .map_err(|e| KvError::Pool(e.to_string()))?;
+                let guard = self.pool.get().await.map_err(|e| match e {
+                    bb8::RunError::TimedOut => KvError::Timeout,
+                    bb8::RunError::User(e) => KvError::Redis(e),
+                })?;
                 if !guard.broken.load(Ordering::Relaxed) {
                     break (guard.conn.clone(), guard.broken.clone());
                 }
             };
             cmd.run_on(&mut conn).await.map_err(|e| {
-                if e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error()
-                    || e.is_timeout()
-                {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout() {
                     broken.store(true, Ordering::Relaxed);
                 }
                 KvError::Redis(e)
             })
         };
-        let result = match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(KvError::Timeout),
-        };
+        // No outer timer: the checkout is bounded by bb8's connection
+        // timeout and the command by the connection's response timeout
+        // (both REDIS_TIMEOUT_MS); a second timer per request costs
+        // measurable time on the hot path.
+        let result = attempt.await;
         if let Err(e) = &result {
             self.metrics.dependency_error("redis", op);
             let trips = match e {
@@ -217,10 +186,7 @@ impl Kv {
                 _ => true,
             };
             if trips {
-                self.open_until.store(
-                    now_ms() + BREAKER_OPEN.as_millis() as u64,
-                    Ordering::Relaxed,
-                );
+                self.open_until.store(now_ms() + BREAKER_OPEN.as_millis() as u64, Ordering::Relaxed);
             }
             tracing::debug!(op, error = %e, "redis call failed");
         }
@@ -230,10 +196,7 @@ impl Kv {
     /// Open and idle connections, for the pool gauges.
     pub fn state(&self) -> crate::metrics::PoolState {
         let s = self.pool.state();
-        crate::metrics::PoolState {
-            connections: s.connections,
-            idle: s.idle_connections,
-        }
+        crate::metrics::PoolState { connections: s.connections, idle: s.idle_connections }
     }
 }
 
@@ -247,28 +210,19 @@ pub trait Runnable: Sync {
 }
 
 impl Runnable for redis::Cmd {
-    async fn run_on<T: FromRedisValue + Send>(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<T, RedisError> {
+    async fn run_on<T: FromRedisValue + Send>(&self, conn: &mut MultiplexedConnection) -> Result<T, RedisError> {
         self.query_async(conn).await
     }
 }
 
 impl Runnable for redis::Pipeline {
-    async fn run_on<T: FromRedisValue + Send>(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<T, RedisError> {
+    async fn run_on<T: FromRedisValue + Send>(&self, conn: &mut MultiplexedConnection) -> Result<T, RedisError> {
         self.query_async(conn).await
     }
 }
 
 impl Runnable for redis::ScriptInvocation<'_> {
-    async fn run_on<T: FromRedisValue + Send>(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> Result<T, RedisError> {
+    async fn run_on<T: FromRedisValue + Send>(&self, conn: &mut MultiplexedConnection) -> Result<T, RedisError> {
         self.invoke_async(conn).await
     }
 }

@@ -42,15 +42,11 @@ pub use config::Config;
 /// tests, keeps the first set-up).
 pub fn init_tracing(config: &Config) {
     use tracing_subscriber::prelude::*;
-    let filter: tracing_subscriber::filter::Targets = config
-        .log_filter
-        .parse()
-        .unwrap_or_else(|_| tracing_subscriber::filter::Targets::new());
+    let filter: tracing_subscriber::filter::Targets =
+        config.log_filter.parse().unwrap_or_else(|_| tracing_subscriber::filter::Targets::new());
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if config.log_format == "json" {
-        registry
-            .with(tracing_subscriber::fmt::layer().json())
-            .try_init()
+        registry.with(tracing_subscriber::fmt::layer().json()).try_init()
     } else {
         registry.with(tracing_subscriber::fmt::layer()).try_init()
     };

@@ -45,13 +45,12 @@ fn main() -> ExitCode {
     }
     let file_values = match &file {
         None => Default::default(),
-        Some(path) => match std::fs::read_to_string(path)
-            .map_err(|e| e.to_string())
-            .and_then(|t| config::parse_file(&t))
-        {
-            Ok(v) => v,
-            Err(e) => return usage(&format!("config file {path}: {e}")),
-        },
+        Some(path) => {
+            match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| config::parse_file(&t)) {
+                Ok(v) => v,
+                Err(e) => return usage(&format!("config file {path}: {e}")),
+            }
+        }
     };
     let config = match Config::from_source(&Layered(Env, file_values)) {
         Ok(c) => c,
@@ -69,14 +68,9 @@ fn main() -> ExitCode {
     }
     tollgate::init_tracing(&config);
     if config.uses_dev_secret() {
-        tracing::warn!(
-            "JWT_SECRET is unset: using the development secret; never do this in production"
-        );
+        tracing::warn!("JWT_SECRET is unset: using the development secret; never do this in production");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tollgate: cannot start the runtime: {e}");

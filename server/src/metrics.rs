@@ -8,26 +8,20 @@
 //! being updated on every checkout.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::time::Duration;
 
 /// Latency buckets (seconds): from a cache hit (~100 µs) to a pool timeout.
-const HTTP_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
+const HTTP_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 /// Password hash buckets (seconds): Argon2id at OWASP parameters is tens of ms.
-const HASH_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
-];
+const HASH_BUCKETS: &[f64] = &[0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5];
 
 /// Statuses pre-created for every route, so their counters exist (as 0) from
 /// the first scrape and need no lookup when counted.
-const COMMON_STATUSES: &[u16] = &[
-    200, 201, 204, 400, 401, 403, 404, 409, 413, 415, 429, 500, 503,
-];
+const COMMON_STATUSES: &[u16] = &[200, 201, 204, 400, 401, 403, 404, 409, 413, 415, 429, 500, 503];
 
 /// Where a revocation decision came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,10 +69,7 @@ impl RouteMetrics {
         self.duration.observe(elapsed.as_secs_f64());
         match self.by_status.iter().find(|(s, _)| *s == status) {
             Some((_, c)) => c.inc(),
-            None => self
-                .requests
-                .with_label_values(&[self.method, self.route, &status.to_string()])
-                .inc(),
+            None => self.requests.with_label_values(&[self.method, self.route, &status.to_string()]).inc(),
         }
     }
 }
@@ -103,46 +94,28 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let http_requests = must(IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP requests answered, by route template and status.",
-            ),
+            Opts::new("http_requests_total", "HTTP requests answered, by route template and status."),
             &["method", "route", "status"],
         ));
         let http_duration = must(HistogramVec::new(
-            HistogramOpts::new(
-                "http_request_duration_seconds",
-                "Time from routing to response, by route template.",
-            )
-            .buckets(HTTP_BUCKETS.to_vec()),
+            HistogramOpts::new("http_request_duration_seconds", "Time from routing to response, by route template.")
+                .buckets(HTTP_BUCKETS.to_vec()),
             &["method", "route"],
         ));
         let cache = must(IntCounterVec::new(
-            Opts::new(
-                "cache_requests_total",
-                "Cache look-ups by cache and result.",
-            ),
+            Opts::new("cache_requests_total", "Cache look-ups by cache and result."),
             &["cache", "result"],
         ));
         let revocation = must(IntCounterVec::new(
-            Opts::new(
-                "revocation_checks_total",
-                "Revocation checks by where they were answered and the result.",
-            ),
+            Opts::new("revocation_checks_total", "Revocation checks by where they were answered and the result."),
             &["source", "result"],
         ));
         let auth_events = must(IntCounterVec::new(
-            Opts::new(
-                "auth_events_total",
-                "Authentication events by kind and outcome.",
-            ),
+            Opts::new("auth_events_total", "Authentication events by kind and outcome."),
             &["event", "outcome"],
         ));
         let dependency_errors = must(IntCounterVec::new(
-            Opts::new(
-                "dependency_errors_total",
-                "Failed or timed-out calls to PostgreSQL or Redis.",
-            ),
+            Opts::new("dependency_errors_total", "Failed or timed-out calls to PostgreSQL or Redis."),
             &["dependency", "op"],
         ));
         let pool_connections = must(IntGaugeVec::new(
@@ -150,11 +123,8 @@ impl Metrics {
             &["pool", "state"],
         ));
         let password_hash = must(Histogram::with_opts(
-            HistogramOpts::new(
-                "password_hash_duration_seconds",
-                "Time of one password hash or verification.",
-            )
-            .buckets(HASH_BUCKETS.to_vec()),
+            HistogramOpts::new("password_hash_duration_seconds", "Time of one password hash or verification.")
+                .buckets(HASH_BUCKETS.to_vec()),
         ));
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -169,10 +139,7 @@ impl Metrics {
             must(registry.register(c));
         }
         let rev = |source: &str| {
-            [
-                revocation.with_label_values(&[source, "allowed"]),
-                revocation.with_label_values(&[source, "revoked"]),
-            ]
+            [revocation.with_label_values(&[source, "allowed"]), revocation.with_label_values(&[source, "revoked"])]
         };
         let revocation_handles = [rev("redis"), rev("db"), rev("local")];
         // Create the series dashboards and alerts divide by, so they read 0
@@ -187,11 +154,7 @@ impl Metrics {
                 auth_events.with_label_values(&[event, o]);
             }
         }
-        for (dep, op) in [
-            ("redis", "revocation_check"),
-            ("redis", "cache"),
-            ("postgres", "query"),
-        ] {
+        for (dep, op) in [("redis", "revocation_check"), ("redis", "cache"), ("postgres", "query")] {
             dependency_errors.with_label_values(&[dep, op]);
         }
         Self {
@@ -214,13 +177,7 @@ impl Metrics {
             duration: self.http_duration.with_label_values(&[method, route]),
             by_status: COMMON_STATUSES
                 .iter()
-                .map(|s| {
-                    (
-                        *s,
-                        self.http_requests
-                            .with_label_values(&[method, route, &s.to_string()]),
-                    )
-                })
+                .map(|s| (*s, self.http_requests.with_label_values(&[method, route, &s.to_string()])))
                 .collect(),
             requests: self.http_requests.clone(),
             method,
@@ -231,9 +188,7 @@ impl Metrics {
     /// Counts a request that matched no route (`route="unmatched"`); not
     /// on the hot path, so the label lookup is acceptable here.
     pub fn unmatched(&self, method: &str, status: &str) {
-        self.http_requests
-            .with_label_values(&[method, "unmatched", status])
-            .inc();
+        self.http_requests.with_label_values(&[method, "unmatched", status]).inc();
     }
 
     /// Counts one revocation decision.
@@ -248,9 +203,7 @@ impl Metrics {
 
     /// Counts a failed call to a dependency.
     pub fn dependency_error(&self, dependency: &'static str, op: &'static str) {
-        self.dependency_errors
-            .with_label_values(&[dependency, op])
-            .inc();
+        self.dependency_errors.with_label_values(&[dependency, op]).inc();
     }
 
     /// Counts an auth event.
@@ -262,12 +215,8 @@ impl Metrics {
     pub fn render(&self, pools: &[(&'static str, PoolState)]) -> Vec<u8> {
         for (pool, st) in pools {
             let busy = st.connections.saturating_sub(st.idle);
-            self.pool_connections
-                .with_label_values(&[pool, "idle"])
-                .set(i64::from(st.idle));
-            self.pool_connections
-                .with_label_values(&[pool, "busy"])
-                .set(i64::from(busy));
+            self.pool_connections.with_label_values(&[pool, "idle"]).set(i64::from(st.idle));
+            self.pool_connections.with_label_values(&[pool, "busy"]).set(i64::from(busy));
         }
         let mut out = Vec::with_capacity(16 * 1024);
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {

@@ -31,23 +31,14 @@ pub async fn readyz(st: &AppState) -> Result<Resp, ApiError> {
         postgres: up(pg.is_ok()),
         redis: up(redis.is_ok()),
     };
-    let status = if pg.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if pg.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json(status, &body)
 }
 
 /// `GET /metrics`.
 pub fn metrics(st: &AppState) -> Resp {
-    let body = st
-        .metrics
-        .render(&[("postgres", st.db.state()), ("redis", st.kv.state())]);
+    let body = st.metrics.render(&[("postgres", st.db.state()), ("redis", st.kv.state())]);
     let mut r = Response::new(http_body_util::Full::new(Bytes::from(body)));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     r
 }

@@ -94,21 +94,13 @@ pub fn validate_email(email: &str) -> Result<(), &'static str> {
 /// Password check: 8 to 128 characters.
 pub fn validate_password(password: &str) -> Result<(), &'static str> {
     let n = password.chars().count();
-    if (8..=128).contains(&n) {
-        Ok(())
-    } else {
-        Err("must be 8 to 128 characters")
-    }
+    if (8..=128).contains(&n) { Ok(()) } else { Err("must be 8 to 128 characters") }
 }
 
 impl Db {
     async fn insert_user(&self, email: &str, hash: &str) -> Result<Option<UserOut>, DbError> {
         let c = self.conn().await?;
-        let row = c
-            .client
-            .query_opt(&c.st.insert_user, &[&email, &hash])
-            .await
-            .map_err(|e| self.fail(e))?;
+        let row = c.client.query_opt(&c.st.insert_user, &[&email, &hash]).await.map_err(|e| self.fail(e))?;
         Ok(row.map(|r| UserOut {
             id: r.get(0),
             email: r.get(1),
@@ -121,11 +113,7 @@ impl Db {
 
     async fn user_for_login(&self, email: &str) -> Result<Option<LoginUser>, DbError> {
         let c = self.conn().await?;
-        let row = c
-            .client
-            .query_opt(&c.st.user_for_login, &[&email])
-            .await
-            .map_err(|e| self.fail(e))?;
+        let row = c.client.query_opt(&c.st.user_for_login, &[&email]).await.map_err(|e| self.fail(e))?;
         Ok(row.map(|r| LoginUser {
             id: r.get(0),
             password_hash: r.get(1),
@@ -136,11 +124,7 @@ impl Db {
 
     async fn user_by_id(&self, uid: i64) -> Result<Option<UserOut>, DbError> {
         let c = self.conn().await?;
-        let row = c
-            .client
-            .query_opt(&c.st.user_by_id, &[&uid])
-            .await
-            .map_err(|e| self.fail(e))?;
+        let row = c.client.query_opt(&c.st.user_by_id, &[&uid]).await.map_err(|e| self.fail(e))?;
         Ok(row.map(|r| UserOut {
             id: r.get(0),
             email: r.get(1),
@@ -152,12 +136,7 @@ impl Db {
     }
 
     /// A new session for a user still active now; its id, or None.
-    pub async fn insert_session(
-        &self,
-        uid: i64,
-        refresh_jti: &str,
-        ttl_secs: f64,
-    ) -> Result<Option<i64>, DbError> {
+    pub async fn insert_session(&self, uid: i64, refresh_jti: &str, ttl_secs: f64) -> Result<Option<i64>, DbError> {
         let c = self.conn().await?;
         let row = c
             .client
@@ -173,17 +152,11 @@ impl Db {
         let mut c = self.conn().await?;
         let crate::db::PgConn { client, st } = &mut *c;
         let tx = client.transaction().await.map_err(|e| self.fail(e))?;
-        let locked = tx
-            .query_opt(&st.lock_user, &[&uid])
-            .await
-            .map_err(|e| self.fail(e))?;
+        let locked = tx.query_opt(&st.lock_user, &[&uid]).await.map_err(|e| self.fail(e))?;
         if locked.is_none() {
             return Ok(None);
         }
-        let r = tx
-            .query_one(&st.bump_not_before, &[&uid])
-            .await
-            .map_err(|e| self.fail(e))?;
+        let r = tx.query_one(&st.bump_not_before, &[&uid]).await.map_err(|e| self.fail(e))?;
         tx.commit().await.map_err(|e| self.fail(e))?;
         Ok(Some((r.get(0), r.get::<_, &str>(1) == "active")))
     }
@@ -198,18 +171,10 @@ impl Db {
         let mut c = self.conn().await?;
         let crate::db::PgConn { client, st } = &mut *c;
         let tx = client.transaction().await.map_err(|e| self.fail(e))?;
-        if tx
-            .query_opt(&st.lock_user, &[&uid])
-            .await
-            .map_err(|e| self.fail(e))?
-            .is_none()
-        {
+        if tx.query_opt(&st.lock_user, &[&uid]).await.map_err(|e| self.fail(e))?.is_none() {
             return Ok(None);
         }
-        let r = tx
-            .query_one(&st.set_status, &[&uid, &status])
-            .await
-            .map_err(|e| self.fail(e))?;
+        let r = tx.query_one(&st.set_status, &[&uid, &status]).await.map_err(|e| self.fail(e))?;
         tx.commit().await.map_err(|e| self.fail(e))?;
         Ok(Some((r.get(0), r.get(1), r.get(2), r.get(3))))
     }
@@ -217,8 +182,7 @@ impl Db {
 
 fn token_response(pair: &TokenPair) -> Result<Resp, ApiError> {
     let mut r = json(StatusCode::OK, pair)?;
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
 }
 
@@ -250,9 +214,7 @@ where
         None => {
             st.metrics.auth_event("register", "conflict");
             tracing::info!(target: "audit", event = "register", outcome = "conflict");
-            Err(ApiError::Conflict(
-                "An account with this email already exists.",
-            ))
+            Err(ApiError::Conflict("An account with this email already exists."))
         }
     }
 }
@@ -292,11 +254,7 @@ where
         return Err(inactive());
     }
     let jti = new_jti();
-    let Some(sid) = st
-        .db
-        .insert_session(user.id, &jti, st.config.refresh_ttl.as_secs_f64())
-        .await?
-    else {
+    let Some(sid) = st.db.insert_session(user.id, &jti, st.config.refresh_ttl.as_secs_f64()).await? else {
         return Err(inactive()); // blocked between the look-up and now
     };
     st.metrics.auth_event("login", "success");
@@ -315,10 +273,7 @@ where
         st.metrics.auth_event("refresh", "failure");
         ApiError::invalid_token(reason)
     };
-    let p = st
-        .tokens
-        .verify(&body.refresh_token, TokenType::Refresh)
-        .map_err(fail)?;
+    let p = st.tokens.verify(&body.refresh_token, TokenType::Refresh).map_err(fail)?;
     // Redis first: a blocked user or revoked session costs no write.
     st.revocation.check(&p, None).await.map_err(|e| {
         st.metrics.auth_event("refresh", "failure");
@@ -328,10 +283,7 @@ where
     let c = st.db.conn().await?;
     let rotated = c
         .client
-        .query_opt(
-            &c.st.rotate_session,
-            &[&p.session_id, &p.jti, &new, &p.user_id],
-        )
+        .query_opt(&c.st.rotate_session, &[&p.session_id, &p.jti, &new, &p.user_id])
         .await
         .map_err(|e| st.db.fail(e))?;
     if let Some(row) = rotated {
@@ -353,9 +305,7 @@ where
         st.revocation.session_revoked(p.user_id, p.session_id).await;
         st.metrics.auth_event("refresh", "reuse");
         tracing::warn!(target: "audit", event = "refresh", outcome = "reuse", user_id = p.user_id, session_id = p.session_id);
-        return Err(ApiError::invalid_token(
-            "refresh token reused; session ended",
-        ));
+        return Err(ApiError::invalid_token("refresh token reused; session ended"));
     }
     Err(fail("session ended, expired or user blocked"))
 }
@@ -364,13 +314,7 @@ where
 pub async fn logout<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> {
     let p = st.authenticate(req).await?;
     let c = st.db.conn().await?;
-    c.client
-        .execute(
-            &c.st.revoke_session,
-            &[&p.session_id, &p.user_id, &"logout"],
-        )
-        .await
-        .map_err(|e| st.db.fail(e))?;
+    c.client.execute(&c.st.revoke_session, &[&p.session_id, &p.user_id, &"logout"]).await.map_err(|e| st.db.fail(e))?;
     drop(c);
     st.revocation.session_revoked(p.user_id, p.session_id).await;
     st.metrics.auth_event("logout", "success");
@@ -381,11 +325,7 @@ pub async fn logout<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError
 /// `POST /auth/logout-all`: ends every session issued up to now.
 pub async fn logout_all<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> {
     let p = st.authenticate(req).await?;
-    let (min, active) = st
-        .db
-        .bump_not_before(p.user_id)
-        .await?
-        .ok_or(ApiError::invalid_token("user gone"))?;
+    let (min, active) = st.db.bump_not_before(p.user_id).await?.ok_or(ApiError::invalid_token("user gone"))?;
     st.revocation.not_before_moved(p.user_id, min, active).await;
     st.metrics.auth_event("logout", "all");
     tracing::info!(target: "audit", event = "logout_all", outcome = "success", user_id = p.user_id);
@@ -395,11 +335,7 @@ pub async fn logout_all<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiE
 /// `GET /me`.
 pub async fn me<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> {
     let p = st.authenticate(req).await?;
-    let user = st
-        .db
-        .user_by_id(p.user_id)
-        .await?
-        .ok_or(ApiError::invalid_token("user gone"))?;
+    let user = st.db.user_by_id(p.user_id).await?.ok_or(ApiError::invalid_token("user gone"))?;
     json(StatusCode::OK, &user)
 }
 
@@ -413,19 +349,10 @@ where
     crate::tasks::require_admin(&admin)?;
     let body: StatusBody = read_json(req).await?;
     if !STATUSES.contains(&body.status.as_str()) {
-        return Err(ApiError::field(
-            "status",
-            "must be one of active, banned, deactivated, security_issue",
-        ));
+        return Err(ApiError::field("status", "must be one of active, banned, deactivated, security_issue"));
     }
-    let (id, status, at, min) = st
-        .db
-        .set_status(uid, &body.status)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    st.revocation
-        .not_before_moved(id, min, status == "active")
-        .await;
+    let (id, status, at, min) = st.db.set_status(uid, &body.status).await?.ok_or(ApiError::NotFound)?;
+    st.revocation.not_before_moved(id, min, status == "active").await;
     tracing::info!(target: "audit", event = "status_change", admin_id = admin.user_id, user_id = id, status = %status);
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -434,14 +361,7 @@ where
         status: String,
         status_updated_at: String,
     }
-    json(
-        StatusCode::OK,
-        &Out {
-            id,
-            status,
-            status_updated_at: ts(&at),
-        },
-    )
+    json(StatusCode::OK, &Out { id, status, status_updated_at: ts(&at) })
 }
 
 /// Makes sure the `ADMIN_EMAIL` account exists, is an active admin and has
@@ -453,11 +373,7 @@ pub async fn bootstrap_admin(st: &AppState) -> anyhow::Result<()> {
     if let Err(m) = validate_email(email) {
         anyhow::bail!("ADMIN_EMAIL {m}");
     }
-    let hash = st
-        .passwords
-        .hash(password.expose().to_owned())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = st.passwords.hash(password.expose().to_owned()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let c = st.db.conn().await?;
     let row = c
         .client
@@ -471,11 +387,7 @@ pub async fn bootstrap_admin(st: &AppState) -> anyhow::Result<()> {
     drop(c);
     let (id, status): (i64, String) = (row.get(0), row.get(1));
     if status != "active" {
-        let (_, _, _, min) = st
-            .db
-            .set_status(id, "active")
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("admin vanished"))?;
+        let (_, _, _, min) = st.db.set_status(id, "active").await?.ok_or_else(|| anyhow::anyhow!("admin vanished"))?;
         st.revocation.not_before_moved(id, min, true).await;
     }
     tracing::info!(target: "audit", event = "admin_bootstrap", user_id = id);
@@ -490,9 +402,7 @@ mod tests {
     fn emails_are_checked_for_shape_and_length() {
         assert!(validate_email("a@b.io").is_ok());
         assert!(validate_email("First.Last+tag@Example.COM").is_ok());
-        for bad in [
-            "", "plain", "a@b", "@b.io", "a@@b.io", "a b@c.io", "a@b..io", "a@.io",
-        ] {
+        for bad in ["", "plain", "a@b", "@b.io", "a@@b.io", "a b@c.io", "a@b..io", "a@.io"] {
             assert!(validate_email(bad).is_err(), "{bad:?} should be refused");
         }
         let long = format!("{}@{}.io", "a".repeat(64), "b".repeat(186));

@@ -87,16 +87,14 @@ const EPOCH_RESET_RETRY: Duration = Duration::from_millis(100);
 pub struct CacheKeys {
     /// The user's generation key.
     pub tgen: String,
-    /// The user's page hash.
-    pub hash: String,
-    /// The page's field.
-    pub field: String,
+    /// The page's key.
+    pub page: String,
 }
 
 /// What Redis said about the cache keys.
 #[derive(Debug, Default)]
 pub struct CacheProbe {
-    /// The generation tag (None: no write seen since Redis lost its state).
+    /// The user's generation tag (None: no tag yet, or Redis lost it).
     pub tag: Option<Vec<u8>>,
     /// The stored page, `TAG\nBODY`.
     pub entry: Option<Vec<u8>>,
@@ -113,12 +111,7 @@ pub struct Checked {
 
 /// Is the token (user, session) dead, given the user's state? The one
 /// decision function, shared by the Redis and PostgreSQL paths.
-pub fn is_revoked(
-    session_id: i64,
-    blocked: bool,
-    min_session_id: i64,
-    session_revoked: bool,
-) -> bool {
+pub fn is_revoked(session_id: i64, blocked: bool, min_session_id: i64, session_revoked: bool) -> bool {
     blocked || session_id <= min_session_id || session_revoked
 }
 
@@ -166,45 +159,19 @@ impl Revocation {
 
     /// Flow A: refuses a dead token with 401. `cache` adds the task cache's
     /// keys to the same round trip; the probe comes back when Redis answered.
-    pub async fn check(
-        self: &Arc<Self>,
-        p: &Principal,
-        cache: Option<CacheKeys>,
-    ) -> Result<Checked, ApiError> {
+    pub async fn check(self: &Arc<Self>, p: &Principal, cache: Option<CacheKeys>) -> Result<Checked, ApiError> {
         if !self.redis_behind.load(Ordering::Relaxed) {
             let k = &self.kv.keys;
             let mut mget = redis::cmd("MGET");
-            mget.arg(k.epoch())
-                .arg(k.nbf(p.user_id))
-                .arg(k.sess(p.user_id, p.session_id));
-            let reply: Result<(Vec<Option<Vec<u8>>>, Option<Vec<u8>>), _> = match &cache {
-                Some(c) => {
-                    mget.arg(&c.tgen);
-                    let mut pipe = redis::pipe();
-                    pipe.add_command(mget)
-                        .cmd("HGET")
-                        .arg(&c.hash)
-                        .arg(&c.field);
-                    self.kv.run("revocation_check", &pipe).await
-                }
-                None => self
-                    .kv
-                    .run("revocation_check", &mget)
-                    .await
-                    .map(|v| (v, None)),
-            };
-            if let Ok((mut values, entry)) = reply {
-                let tag = if cache.is_some() {
-                    values.pop().flatten()
-                } else {
-                    None
-                };
-                let probe = cache.as_ref().map(|_| CacheProbe {
-                    tag,
-                    entry: entry.filter(|e| !e.is_empty()),
-                });
-                let [epoch, nbf, sess] =
-                    [values.first(), values.get(1), values.get(2)].map(|v| v.cloned().flatten());
+            mget.arg(k.epoch()).arg(k.nbf(p.user_id)).arg(k.sess(p.user_id, p.session_id));
+            if let Some(c) = &cache {
+                mget.arg(&c.tgen).arg(&c.page);
+            }
+            let reply: Result<Vec<Option<Vec<u8>>>, _> = self.kv.run("revocation_check", &mget).await;
+            if let Ok(values) = reply {
+                let mut v = values.into_iter();
+                let (epoch, nbf, sess) = (v.next().flatten(), v.next().flatten(), v.next().flatten());
+                let probe = cache.as_ref().map(|_| CacheProbe { tag: v.next().flatten(), entry: v.next().flatten() });
                 if epoch.is_some() {
                     let (blocked, min) = nbf.as_deref().map(parse_nbf).unwrap_or((false, 0));
                     let revoked = is_revoked(p.session_id, blocked, min, sess.is_some());
@@ -212,27 +179,18 @@ impl Revocation {
                     if revoked {
                         return Err(ApiError::invalid_token("revoked (redis)"));
                     }
-                    return Ok(Checked {
-                        source: CheckSource::Redis,
-                        probe,
-                    });
+                    return Ok(Checked { source: CheckSource::Redis, probe });
                 }
                 // Redis lost its state: rebuild in the background, answer
                 // from PostgreSQL now. The cache probe stays usable: its
                 // correctness rests on generation tags, not on `epoch`.
                 self.start_rebuild();
                 self.check_db(p).await?;
-                return Ok(Checked {
-                    source: CheckSource::Db,
-                    probe,
-                });
+                return Ok(Checked { source: CheckSource::Db, probe });
             }
         }
         self.check_db(p).await?;
-        Ok(Checked {
-            source: CheckSource::Db,
-            probe: None,
-        })
+        Ok(Checked { source: CheckSource::Db, probe: None })
     }
 
     /// The same decision from PostgreSQL, in one query.
@@ -253,11 +211,7 @@ impl Revocation {
             }
         };
         self.metrics.revocation_check(CheckSource::Db, revoked);
-        if revoked {
-            Err(ApiError::invalid_token("revoked (db)"))
-        } else {
-            Ok(())
-        }
+        if revoked { Err(ApiError::invalid_token("revoked (db)")) } else { Ok(()) }
     }
 
     /// After a session was revoked in PostgreSQL: mirror it to Redis.
@@ -268,12 +222,7 @@ impl Revocation {
             .arg("PX")
             .arg(self.refresh_ttl.as_millis() as u64)
             .to_owned();
-        if self
-            .kv
-            .run::<(), _>("revocation_write", &cmd)
-            .await
-            .is_err()
-        {
+        if self.kv.run::<(), _>("revocation_write", &cmd).await.is_err() {
             self.redis_fell_behind();
         }
     }
@@ -282,15 +231,8 @@ impl Revocation {
     pub async fn not_before_moved(self: &Arc<Self>, uid: i64, min_session_id: i64, active: bool) {
         let key = self.kv.keys.nbf(uid);
         let mut inv = self.newest_wins.key(key);
-        inv.arg(min_session_id)
-            .arg(if active { "a" } else { "b" })
-            .arg(self.refresh_ttl.as_millis() as u64);
-        if self
-            .kv
-            .run::<i64, _>("revocation_write", &inv)
-            .await
-            .is_err()
-        {
+        inv.arg(min_session_id).arg(if active { "a" } else { "b" }).arg(self.refresh_ttl.as_millis() as u64);
+        if self.kv.run::<i64, _>("revocation_write", &inv).await.is_err() {
             self.redis_fell_behind();
         }
     }
@@ -302,9 +244,7 @@ impl Revocation {
         if self.redis_behind.swap(true, Ordering::AcqRel) {
             return; // a retry loop is already running
         }
-        tracing::warn!(
-            "a revocation could not be written to Redis; answering from PostgreSQL until Redis is reset"
-        );
+        tracing::warn!("a revocation could not be written to Redis; answering from PostgreSQL until Redis is reset");
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let del = redis::cmd("DEL").arg(this.kv.keys.epoch()).to_owned();
@@ -344,26 +284,13 @@ impl Revocation {
     pub async fn rebuild(&self) -> anyhow::Result<bool> {
         let k = &self.kv.keys;
         let id = format!("{:016x}", rand::random::<u64>());
-        let mark = redis::cmd("SET")
-            .arg(k.rebuild())
-            .arg(&id)
-            .arg("PX")
-            .arg(120_000)
-            .to_owned();
+        let mark = redis::cmd("SET").arg(k.rebuild()).arg(&id).arg("PX").arg(120_000).to_owned();
         self.kv.run::<(), _>("rebuild", &mark).await?;
         let (users, sessions) = {
             let c = self.db.conn().await?;
             let secs = self.refresh_ttl.as_secs_f64();
-            let users = c
-                .client
-                .query(&c.st.rebuild_users, &[&secs])
-                .await
-                .map_err(|e| self.db.fail(e))?;
-            let sessions = c
-                .client
-                .query(&c.st.rebuild_sessions, &[])
-                .await
-                .map_err(|e| self.db.fail(e))?;
+            let users = c.client.query(&c.st.rebuild_users, &[&secs]).await.map_err(|e| self.db.fail(e))?;
+            let sessions = c.client.query(&c.st.rebuild_sessions, &[]).await.map_err(|e| self.db.fail(e))?;
             (users, sessions)
         };
         let ttl = self.refresh_ttl.as_millis() as u64;
@@ -389,12 +316,7 @@ impl Revocation {
             let mut pipe = redis::pipe();
             for r in chunk {
                 let (sid, uid, left_ms): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
-                pipe.cmd("SET")
-                    .arg(k.sess(uid, sid))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(left_ms.max(1))
-                    .ignore();
+                pipe.cmd("SET").arg(k.sess(uid, sid)).arg(1).arg("PX").arg(left_ms.max(1)).ignore();
             }
             self.kv.run::<(), _>("rebuild", &pipe).await?;
         }

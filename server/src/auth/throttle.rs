@@ -31,16 +31,8 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// `max` failures per `window`.
     pub fn new(kv: Kv, max: u32, window: Duration) -> Self {
-        let local = Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(window)
-            .build();
-        Self {
-            kv,
-            local,
-            max,
-            window,
-        }
+        let local = Cache::builder().max_capacity(100_000).time_to_live(window).build();
+        Self { kv, local, max, window }
     }
 
     /// 429 when the email has used up its failures.
@@ -48,11 +40,7 @@ impl LoginThrottle {
         let key = self.kv.keys.login_failures(email_lower);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
-        let (failures, retry_ms) = match self
-            .kv
-            .run::<(Option<u32>, i64), _>("login_throttle", &pipe)
-            .await
-        {
+        let (failures, retry_ms) = match self.kv.run::<(Option<u32>, i64), _>("login_throttle", &pipe).await {
             Ok((n, pttl)) => (n.unwrap_or(0), pttl.max(0) as u64),
             Err(_) => match self.local.get(email_lower) {
                 Some(w) => {
@@ -63,9 +51,7 @@ impl LoginThrottle {
             },
         };
         if failures >= self.max {
-            return Err(ApiError::TooManyRequests {
-                retry_after: retry_ms.div_ceil(1000).max(1),
-            });
+            return Err(ApiError::TooManyRequests { retry_after: retry_ms.div_ceil(1000).max(1) });
         }
         Ok(())
     }
@@ -84,10 +70,7 @@ impl LoginThrottle {
             .ignore();
         if self.kv.run::<(), _>("login_throttle", &pipe).await.is_err() {
             let w = self.local.get_with(email_lower.to_owned(), || {
-                Arc::new(Window {
-                    failures: AtomicU32::new(0),
-                    started: Instant::now(),
-                })
+                Arc::new(Window { failures: AtomicU32::new(0), started: Instant::now() })
             });
             w.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -96,9 +79,7 @@ impl LoginThrottle {
     /// Clears the count after a successful login.
     pub async fn succeeded(&self, email_lower: &str) {
         self.local.invalidate(email_lower);
-        let del = redis::cmd("DEL")
-            .arg(self.kv.keys.login_failures(email_lower))
-            .to_owned();
+        let del = redis::cmd("DEL").arg(self.kv.keys.login_failures(email_lower)).to_owned();
         let _ = self.kv.run::<(), _>("login_throttle", &del).await;
     }
 }

@@ -33,11 +33,7 @@ pub enum Role {
 impl Role {
     /// From the database's text.
     pub fn parse(s: &str) -> Self {
-        if s == "admin" {
-            Role::Admin
-        } else {
-            Role::User
-        }
+        if s == "admin" { Role::Admin } else { Role::User }
     }
     /// As stored and sent.
     pub fn as_str(self) -> &'static str {
@@ -109,10 +105,7 @@ pub fn new_jti() -> String {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 impl Tokens {
@@ -132,25 +125,10 @@ impl Tokens {
         }
     }
 
-    fn sign(
-        &self,
-        uid: i64,
-        sid: i64,
-        role: Role,
-        typ: TokenType,
-        jti: String,
-        ttl: Duration,
-    ) -> String {
+    fn sign(&self, uid: i64, sid: i64, role: Role, typ: TokenType, jti: String, ttl: Duration) -> String {
         let iat = unix_now();
-        let claims = Claims {
-            sub: uid.to_string(),
-            sid: sid.to_string(),
-            jti,
-            iat,
-            exp: iat + ttl.as_secs() as i64,
-            typ,
-            role,
-        };
+        let claims =
+            Claims { sub: uid.to_string(), sid: sid.to_string(), jti, iat, exp: iat + ttl.as_secs() as i64, typ, role };
         // HS256 signing of a struct that always serializes cannot fail.
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .unwrap_or_else(|e| panic!("signing a JWT failed: {e}"))
@@ -159,22 +137,8 @@ impl Tokens {
     /// An access token and a refresh token whose id is `refresh_jti`.
     pub fn issue(&self, uid: i64, sid: i64, role: Role, refresh_jti: String) -> TokenPair {
         TokenPair {
-            access_token: self.sign(
-                uid,
-                sid,
-                role,
-                TokenType::Access,
-                new_jti(),
-                self.access_ttl,
-            ),
-            refresh_token: self.sign(
-                uid,
-                sid,
-                role,
-                TokenType::Refresh,
-                refresh_jti,
-                self.refresh_ttl,
-            ),
+            access_token: self.sign(uid, sid, role, TokenType::Access, new_jti(), self.access_ttl),
+            refresh_token: self.sign(uid, sid, role, TokenType::Refresh, refresh_jti, self.refresh_ttl),
             token_type: "Bearer",
             expires_in: self.access_ttl.as_secs(),
         }
@@ -201,12 +165,7 @@ impl Tokens {
         }
         let user_id = c.sub.parse::<i64>().map_err(|_| "bad sub")?;
         let session_id = c.sid.parse::<i64>().map_err(|_| "bad sid")?;
-        Ok(Principal {
-            user_id,
-            session_id,
-            role: c.role,
-            jti: c.jti,
-        })
+        Ok(Principal { user_id, session_id, role: c.role, jti: c.jti })
     }
 }
 
@@ -215,47 +174,26 @@ mod tests {
     use super::*;
 
     fn tokens() -> Tokens {
-        Tokens::new(
-            b"test-secret-test-secret-test-secret",
-            Duration::from_secs(60),
-            Duration::from_secs(600),
-        )
+        Tokens::new(b"test-secret-test-secret-test-secret", Duration::from_secs(60), Duration::from_secs(600))
     }
 
     #[test]
     fn issued_tokens_verify_only_as_their_own_type() {
         let t = tokens();
         let pair = t.issue(7, 42, Role::Admin, "r1".into());
-        let p = t
-            .verify(&pair.access_token, TokenType::Access)
-            .expect("access verifies");
+        let p = t.verify(&pair.access_token, TokenType::Access).expect("access verifies");
         assert_eq!((p.user_id, p.session_id, p.role), (7, 42, Role::Admin));
-        assert_eq!(
-            t.verify(&pair.access_token, TokenType::Refresh),
-            Err("wrong token type")
-        );
-        let r = t
-            .verify(&pair.refresh_token, TokenType::Refresh)
-            .expect("refresh verifies");
+        assert_eq!(t.verify(&pair.access_token, TokenType::Refresh), Err("wrong token type"));
+        let r = t.verify(&pair.refresh_token, TokenType::Refresh).expect("refresh verifies");
         assert_eq!(r.jti, "r1");
-        assert_eq!(
-            t.verify(&pair.refresh_token, TokenType::Access),
-            Err("wrong token type")
-        );
+        assert_eq!(t.verify(&pair.refresh_token, TokenType::Access), Err("wrong token type"));
     }
 
     #[test]
     fn another_key_or_alg_none_is_refused() {
         let pair = tokens().issue(1, 1, Role::User, "x".into());
-        let other = Tokens::new(
-            b"another-secret-another-secret-xx",
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-        );
-        assert_eq!(
-            other.verify(&pair.access_token, TokenType::Access),
-            Err("bad signature")
-        );
+        let other = Tokens::new(b"another-secret-another-secret-xx", Duration::from_secs(60), Duration::from_secs(60));
+        assert_eq!(other.verify(&pair.access_token, TokenType::Access), Err("bad signature"));
         // Same payload, header {"alg":"none"}, empty signature.
         let payload = pair.access_token.split('.').nth(1).expect("payload");
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
@@ -264,16 +202,9 @@ mod tests {
 
     #[test]
     fn expired_tokens_are_refused() {
-        let t = Tokens::new(
-            b"k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k",
-            Duration::from_secs(0),
-            Duration::from_secs(0),
-        );
+        let t = Tokens::new(b"k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k", Duration::from_secs(0), Duration::from_secs(0));
         let pair = t.issue(1, 1, Role::User, "x".into());
         std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(
-            t.verify(&pair.access_token, TokenType::Access),
-            Err("expired")
-        );
+        assert_eq!(t.verify(&pair.access_token, TokenType::Access), Err("expired"));
     }
 }

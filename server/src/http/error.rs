@@ -21,10 +21,7 @@ pub struct FieldError {
 impl FieldError {
     /// A field error.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -104,10 +101,7 @@ impl ApiError {
 
     /// 401 for a presented token that was refused.
     pub fn invalid_token(reason: &'static str) -> Self {
-        Self::Unauthorized {
-            presented: true,
-            reason,
-        }
+        Self::Unauthorized { presented: true, reason }
     }
 
     /// One validation error.
@@ -119,21 +113,15 @@ impl ApiError {
         match self {
             Self::Validation(_) => "The request has invalid fields.".into(),
             Self::BadRequest(m) => m.clone(),
-            Self::Unauthorized {
-                presented: false, ..
-            } => "A bearer token is required.".into(),
-            Self::Unauthorized {
-                presented: true, ..
-            } => "The token is invalid, expired or revoked.".into(),
+            Self::Unauthorized { presented: false, .. } => "A bearer token is required.".into(),
+            Self::Unauthorized { presented: true, .. } => "The token is invalid, expired or revoked.".into(),
             Self::InvalidCredentials => "Wrong email or password.".into(),
             Self::Forbidden(m) => (*m).into(),
             Self::NotFound => "No such resource.".into(),
             Self::MethodNotAllowed(allow) => format!("Allowed methods: {allow}."),
             Self::Conflict(m) => (*m).into(),
             Self::PayloadTooLarge => "The request body exceeds 64 KiB.".into(),
-            Self::UnsupportedMediaType => {
-                "The request body must be Content-Type: application/json.".into()
-            }
+            Self::UnsupportedMediaType => "The request body must be Content-Type: application/json.".into(),
             Self::TooManyRequests { retry_after } => {
                 format!("Too many attempts; retry in {retry_after} s.")
             }
@@ -178,23 +166,12 @@ impl ApiError {
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match &self {
-            Self::Unauthorized {
-                presented: true, ..
-            } => {
-                h.insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                );
+            Self::Unauthorized { presented: true, .. } => {
+                h.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
             }
-            Self::Unauthorized {
-                presented: false, ..
-            }
-            | Self::InvalidCredentials => {
+            Self::Unauthorized { presented: false, .. } | Self::InvalidCredentials => {
                 h.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::TooManyRequests { retry_after } => {
@@ -216,11 +193,7 @@ impl ApiError {
 
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
-        if e.is_unavailable() {
-            Self::Unavailable(e.into())
-        } else {
-            Self::Internal(e.into())
-        }
+        if e.is_unavailable() { Self::Unavailable(e.into()) } else { Self::Internal(e.into()) }
     }
 }
 
@@ -232,23 +205,15 @@ mod tests {
     fn refused_token_carries_the_rfc6750_challenge() {
         let r = ApiError::invalid_token("expired").into_response();
         assert_eq!(r.status(), 401);
-        assert_eq!(
-            r.headers()[WWW_AUTHENTICATE],
-            "Bearer error=\"invalid_token\""
-        );
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer error=\"invalid_token\"");
         assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
-        let r = ApiError::Unauthorized {
-            presented: false,
-            reason: "missing",
-        }
-        .into_response();
+        let r = ApiError::Unauthorized { presented: false, reason: "missing" }.into_response();
         assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer");
     }
 
     #[test]
     fn internal_errors_do_not_leak_their_cause() {
-        let r = ApiError::Internal(anyhow::anyhow!("relation \"tasks\" does not exist"))
-            .into_response();
+        let r = ApiError::Internal(anyhow::anyhow!("relation \"tasks\" does not exist")).into_response();
         let body = format!("{:?}", r.body());
         assert!(!body.contains("relation"));
         assert_eq!(r.status(), 500);

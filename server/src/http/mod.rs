@@ -69,11 +69,7 @@ where
     if !is_json(&req) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
@@ -83,40 +79,24 @@ where
             return Err(ApiError::PayloadTooLarge);
         }
         Err(e) => {
-            return Err(ApiError::BadRequest(format!(
-                "could not read the request body: {e}"
-            )));
+            return Err(ApiError::BadRequest(format!("could not read the request body: {e}")));
         }
     };
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// The bearer token of `Authorization`, if the request has one.
 pub fn bearer<B>(req: &Request<B>) -> Result<&str, ApiError> {
-    let missing = ApiError::Unauthorized {
-        presented: false,
-        reason: "no bearer token",
-    };
+    let missing = ApiError::Unauthorized { presented: false, reason: "no bearer token" };
     let value = req.headers().get(AUTHORIZATION).ok_or(missing)?;
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::invalid_token("authorization header is not ASCII"))?;
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or(ApiError::invalid_token("malformed authorization header"))?;
+    let value = value.to_str().map_err(|_| ApiError::invalid_token("authorization header is not ASCII"))?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::invalid_token("malformed authorization header"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::Unauthorized {
-            presented: false,
-            reason: "not a bearer scheme",
-        });
+        return Err(ApiError::Unauthorized { presented: false, reason: "not a bearer scheme" });
     }
     let token = token.trim();
     if token.is_empty() {
-        return Err(ApiError::Unauthorized {
-            presented: false,
-            reason: "empty bearer token",
-        });
+        return Err(ApiError::Unauthorized { presented: false, reason: "empty bearer token" });
     }
     Ok(token)
 }

@@ -57,11 +57,7 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
     (Method::PATCH, "/tasks/{id}", Route::UpdateTask),
     (Method::DELETE, "/tasks/{id}", Route::DeleteTask),
     (Method::GET, "/admin/tasks", Route::AdminTasks),
-    (
-        Method::PATCH,
-        "/admin/users/{id}/status",
-        Route::AdminUserStatus,
-    ),
+    (Method::PATCH, "/admin/users/{id}/status", Route::AdminUserStatus),
     (Method::GET, "/healthz", Route::Healthz),
     (Method::GET, "/readyz", Route::Readyz),
     (Method::GET, "/metrics", Route::Metrics),
@@ -99,14 +95,11 @@ impl Router {
                 Some(i) => i,
                 None => {
                     templates.push(template);
-                    entries.push(PathEntry {
-                        allow: String::new(),
-                        methods: Vec::new(),
-                    });
+                    entries.push(PathEntry { allow: String::new(), methods: Vec::new() });
                     let i = entries.len() - 1;
-                    paths.insert(*template, i).unwrap_or_else(|e| {
-                        panic!("route table is inconsistent at {template}: {e}")
-                    });
+                    paths
+                        .insert(*template, i)
+                        .unwrap_or_else(|e| panic!("route table is inconsistent at {template}: {e}"));
                     i
                 }
             };
@@ -118,11 +111,7 @@ impl Router {
                 _ => "OTHER",
             };
             let e = &mut entries[idx];
-            e.methods.push((
-                method.clone(),
-                *route,
-                metrics.route(method_label, template),
-            ));
+            e.methods.push((method.clone(), *route, metrics.route(method_label, template)));
             if !e.allow.is_empty() {
                 e.allow.push_str(", ");
             }
@@ -151,18 +140,12 @@ mod tests {
     #[test]
     fn routes_match_by_method_and_template() {
         let r = Router::new(&Metrics::new());
-        assert!(matches!(
-            r.find(&Method::GET, "/tasks/12"),
-            Matched::Route(Route::GetTask, _, Some("12"))
-        ));
+        assert!(matches!(r.find(&Method::GET, "/tasks/12"), Matched::Route(Route::GetTask, _, Some("12"))));
         assert!(matches!(
             r.find(&Method::PATCH, "/admin/users/3/status"),
             Matched::Route(Route::AdminUserStatus, _, Some("3"))
         ));
-        assert!(matches!(
-            r.find(&Method::PUT, "/tasks/1"),
-            Matched::MethodNotAllowed("GET, PATCH, DELETE")
-        ));
+        assert!(matches!(r.find(&Method::PUT, "/tasks/1"), Matched::MethodNotAllowed("GET, PATCH, DELETE")));
         assert!(matches!(r.find(&Method::GET, "/nope"), Matched::NotFound));
         assert!(matches!(r.find(&Method::GET, "/tasks/"), Matched::NotFound));
     }

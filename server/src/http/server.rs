@@ -24,15 +24,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 /// Serves `listener` until `shutdown` completes, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()>,
-) {
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_read_timeout)
-        .keep_alive(true);
+    http.timer(TokioTimer::new()).header_read_timeout(state.config.header_read_timeout).keep_alive(true);
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(state.config.max_connections));
     let mut backoff = Duration::from_millis(1);

@@ -15,11 +15,12 @@
 //! never served. Any reader that starts after W answered reads W's tag or a
 //! newer one, so it can only be served pages loaded after W committed.
 //!
-//! Tags are random, not counters: a tag that disappears (Redis restarted or
-//! flushed, key expired) reads as "none", and no page stored under an
-//! earlier tag can match a later one by coincidence. The writer also deletes
-//! the user's page hash, and the hash's TTL is set once at creation
-//! (`EXPIRE NX`), so no page outlives `TASKS_CACHE_TTL_SECS`.
+//! Tags are random, not counters, and a page is never stored without one: a
+//! reader that finds no tag creates it (`SET NX`, then reads the winner)
+//! *before* loading. So when a tag disappears (Redis restarted or flushed,
+//! the key evicted), the next one is new and no earlier page can match it.
+//! Every page key has its own TTL, `TASKS_CACHE_TTL_SECS`; old pages are
+//! not deleted by writers, they simply stop matching and expire.
 //!
 //! # Redis unreachable during a write
 //! The write committed, but the new tag could not be set: a page stored
@@ -31,8 +32,8 @@
 //! expires: at most one TTL.)
 //!
 //! # One Redis round trip
-//! The tag and the page come back in the revocation check's pipeline (see
-//! `auth::revocation`), so a hit costs no extra round trip.
+//! The tag and the page come back in the revocation check's `MGET` (see
+//! `auth::revocation`), so a hit costs no extra round trip, and one command.
 //!
 //! # Stampede
 //! Concurrent misses of one page with one tag in this process share one
@@ -70,20 +71,19 @@ pub struct UserPages {
 
 enum Store {
     Redis,
-    Memory {
-        users: Cache<i64, Arc<UserPages>>,
-        next_id: AtomicU64,
-    },
+    Memory { users: Cache<i64, Arc<UserPages>>, next_id: AtomicU64 },
     Off,
 }
 
 /// Where a miss's result goes.
 pub enum Fill {
-    /// Into the Redis hash, tagged.
+    /// Into Redis, tagged.
     Redis {
         /// The tag read before the load.
         tag: Vec<u8>,
     },
+    /// Into Redis, once a tag exists: [`TaskCache::load`] creates it first.
+    RedisUntagged,
     /// Into this container.
     Memory(Arc<UserPages>),
     /// Nowhere (cache off, Redis unreachable, user dirty).
@@ -115,10 +115,7 @@ impl TaskCache {
         let store = match backend {
             CacheBackend::Redis => Store::Redis,
             CacheBackend::Memory => Store::Memory {
-                users: Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_live(ttl)
-                    .build(),
+                users: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
                 next_id: AtomicU64::new(1),
             },
             CacheBackend::Off => Store::Off,
@@ -130,10 +127,7 @@ impl TaskCache {
             // Longer than any page can live, so a tag never expires under a
             // page stored with it (see the module doc).
             tag_ttl: (ttl * 10).max(Duration::from_secs(86_400)),
-            dirty: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(ttl + Duration::from_secs(1))
-                .build(),
+            dirty: Cache::builder().max_capacity(1_000_000).time_to_live(ttl + Duration::from_secs(1)).build(),
             flights: Mutex::new(HashMap::new()),
             metrics,
         })
@@ -146,11 +140,7 @@ impl TaskCache {
             return None;
         }
         let k = &self.kv.keys;
-        Some(CacheKeys {
-            tgen: k.tgen(uid),
-            hash: k.tasks(uid),
-            field: shape.to_owned(),
-        })
+        Some(CacheKeys { tgen: k.tgen(uid), page: k.page(uid, shape) })
     }
 
     /// Decides hit or miss. `probe` is what the revocation round trip
@@ -160,27 +150,18 @@ impl TaskCache {
             Store::Off => Lookup::Miss(Fill::Skip),
             Store::Redis => match probe {
                 None => Lookup::Miss(Fill::Skip),
-                Some(p) => {
-                    let tag = p.tag.unwrap_or_else(|| b"0".to_vec());
-                    match p.entry {
-                        Some(e)
-                            if e.len() > tag.len()
-                                && e.starts_with(&tag)
-                                && e[tag.len()] == b'\n' =>
-                        {
-                            let mut body = Bytes::from(e);
-                            Lookup::Hit(body.split_off(tag.len() + 1))
-                        }
-                        _ => Lookup::Miss(Fill::Redis { tag }),
+                Some(CacheProbe { tag: None, .. }) => Lookup::Miss(Fill::RedisUntagged),
+                Some(CacheProbe { tag: Some(tag), entry }) => match entry {
+                    Some(e) if e.len() > tag.len() && e.starts_with(&tag) && e[tag.len()] == b'\n' => {
+                        let mut body = Bytes::from(e);
+                        Lookup::Hit(body.split_off(tag.len() + 1))
                     }
-                }
+                    _ => Lookup::Miss(Fill::Redis { tag }),
+                },
             },
             Store::Memory { users, next_id } => {
                 let c = users.get_with(uid, || {
-                    Arc::new(UserPages {
-                        id: next_id.fetch_add(1, Ordering::Relaxed),
-                        pages: Mutex::default(),
-                    })
+                    Arc::new(UserPages { id: next_id.fetch_add(1, Ordering::Relaxed), pages: Mutex::default() })
                 });
                 let hit = c.pages.lock().ok().and_then(|p| p.get(shape).cloned());
                 match hit {
@@ -198,29 +179,28 @@ impl TaskCache {
 
     /// Loads a missed page, sharing the load with concurrent misses of the
     /// same page and tag, then stores it where `fill` says.
-    pub async fn load<F>(
-        &self,
-        uid: i64,
-        shape: &str,
-        fill: Fill,
-        load: F,
-    ) -> Result<Bytes, ApiError>
+    pub async fn load<F>(&self, uid: i64, shape: &str, fill: Fill, load: F) -> Result<Bytes, ApiError>
     where
         F: Future<Output = Result<Bytes, ApiError>>,
     {
+        let fill = match fill {
+            Fill::RedisUntagged => match self.create_tag(uid).await {
+                Some(tag) => Fill::Redis { tag },
+                None => Fill::Skip,
+            },
+            other => other,
+        };
         let flight_key = match &fill {
             Fill::Redis { tag } => Some(format!("{uid}|{shape}|r{}", String::from_utf8_lossy(tag))),
             Fill::Memory(c) => Some(format!("{uid}|{shape}|m{}", c.id)),
-            Fill::Skip => None,
+            Fill::Skip | Fill::RedisUntagged => None,
         };
         let body = match flight_key {
             None => load.await?,
             Some(key) => {
                 let cell = {
-                    let mut f = self
-                        .flights
-                        .lock()
-                        .map_err(|_| ApiError::Internal(anyhow::anyhow!("flight map poisoned")))?;
+                    let mut f =
+                        self.flights.lock().map_err(|_| ApiError::Internal(anyhow::anyhow!("flight map poisoned")))?;
                     Arc::clone(f.entry(key.clone()).or_default())
                 };
                 let result = cell.get_or_try_init(|| load).await.cloned();
@@ -238,7 +218,7 @@ impl TaskCache {
 
     async fn fill(&self, uid: i64, shape: &str, fill: Fill, body: &Bytes) {
         match fill {
-            Fill::Skip => {}
+            Fill::Skip | Fill::RedisUntagged => {}
             Fill::Memory(c) => {
                 if let Ok(mut p) = c.pages.lock() {
                     p.insert(shape.to_owned(), body.clone());
@@ -249,16 +229,14 @@ impl TaskCache {
                 value.extend_from_slice(&tag);
                 value.push(b'\n');
                 value.extend_from_slice(body);
-                let hash = self.kv.keys.tasks(uid);
-                let mut pipe = redis::pipe();
-                pipe.cmd("HSET").arg(&hash).arg(shape).arg(value).ignore();
-                pipe.cmd("EXPIRE")
-                    .arg(&hash)
-                    .arg(self.ttl.as_secs())
-                    .arg("NX")
-                    .ignore();
+                let set = redis::cmd("SET")
+                    .arg(self.kv.keys.page(uid, shape))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(self.ttl.as_millis() as u64)
+                    .to_owned();
                 // A failed fill costs a later miss, nothing more.
-                let _ = self.kv.run::<(), _>("cache", &pipe).await;
+                let _ = self.kv.run::<(), _>("cache", &set).await;
             }
         }
     }
@@ -289,16 +267,27 @@ impl TaskCache {
     }
 
     async fn try_invalidate(&self, uid: i64) -> bool {
-        let k = &self.kv.keys;
-        let tag = format!("{:016x}", rand::random::<u64>());
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(k.tgen(uid))
-            .arg(tag)
+        let set = redis::cmd("SET")
+            .arg(self.kv.keys.tgen(uid))
+            .arg(new_tag())
             .arg("PX")
             .arg(self.tag_ttl.as_millis() as u64)
-            .ignore();
-        pipe.cmd("DEL").arg(k.tasks(uid)).ignore();
-        self.kv.run::<(), _>("cache", &pipe).await.is_ok()
+            .to_owned();
+        self.kv.run::<(), _>("cache", &set).await.is_ok()
     }
+
+    /// The user's tag, created if missing; None when Redis did not answer.
+    async fn create_tag(&self, uid: i64) -> Option<Vec<u8>> {
+        let key = self.kv.keys.tgen(uid);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&key).arg(new_tag()).arg("NX").arg("PX").arg(self.tag_ttl.as_millis() as u64).ignore();
+        pipe.cmd("GET").arg(&key);
+        let (tag,): (Option<Vec<u8>>,) = self.kv.run("cache", &pipe).await.ok()?;
+        tag
+    }
+}
+
+/// A fresh random generation tag.
+fn new_tag() -> String {
+    format!("{:016x}", rand::random::<u64>())
 }

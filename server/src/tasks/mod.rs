@@ -22,16 +22,8 @@ impl Db {
     pub async fn list_tasks(&self, uid: Option<i64>, q: &ListQuery) -> Result<Vec<Task>, DbError> {
         let c = self.conn().await?;
         let rows = match uid {
-            Some(uid) => {
-                c.client
-                    .query(&c.st.list_tasks, &[&uid, &q.completed, &q.limit, &q.offset])
-                    .await
-            }
-            None => {
-                c.client
-                    .query(&c.st.list_all_tasks, &[&q.completed, &q.limit, &q.offset])
-                    .await
-            }
+            Some(uid) => c.client.query(&c.st.list_tasks, &[&uid, &q.completed, &q.limit, &q.offset]).await,
+            None => c.client.query(&c.st.list_all_tasks, &[&q.completed, &q.limit, &q.offset]).await,
         }
         .map_err(|e| self.fail(e))?;
         Ok(rows.iter().map(Task::from_row).collect())
@@ -40,11 +32,7 @@ impl Db {
     /// One task of its owner.
     pub async fn get_task(&self, uid: i64, id: i64) -> Result<Option<Task>, DbError> {
         let c = self.conn().await?;
-        let row = c
-            .client
-            .query_opt(&c.st.get_task, &[&id, &uid])
-            .await
-            .map_err(|e| self.fail(e))?;
+        let row = c.client.query_opt(&c.st.get_task, &[&id, &uid]).await.map_err(|e| self.fail(e))?;
         Ok(row.as_ref().map(Task::from_row))
     }
 
@@ -53,22 +41,14 @@ impl Db {
         let c = self.conn().await?;
         let row = c
             .client
-            .query_one(
-                &c.st.insert_task,
-                &[&uid, &t.title, &t.description, &t.due_date],
-            )
+            .query_one(&c.st.insert_task, &[&uid, &t.title, &t.description, &t.due_date])
             .await
             .map_err(|e| self.fail(e))?;
         Ok(Task::from_row(&row))
     }
 
     /// Applies a patch; None when the task is absent or another user's.
-    pub async fn update_task(
-        &self,
-        uid: i64,
-        id: i64,
-        p: &TaskPatch,
-    ) -> Result<Option<Task>, DbError> {
+    pub async fn update_task(&self, uid: i64, id: i64, p: &TaskPatch) -> Result<Option<Task>, DbError> {
         let c = self.conn().await?;
         let description = p.description.clone().flatten();
         let due = p.due_date.flatten();
@@ -95,19 +75,13 @@ impl Db {
     /// Deletes; whether a task was deleted.
     pub async fn delete_task(&self, uid: i64, id: i64) -> Result<bool, DbError> {
         let c = self.conn().await?;
-        let n = c
-            .client
-            .execute(&c.st.delete_task, &[&id, &uid])
-            .await
-            .map_err(|e| self.fail(e))?;
+        let n = c.client.execute(&c.st.delete_task, &[&id, &uid]).await.map_err(|e| self.fail(e))?;
         Ok(n == 1)
     }
 }
 
 fn encode(tasks: &[Task]) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(tasks)
-        .map(Bytes::from)
-        .map_err(|e| ApiError::Internal(e.into()))
+    serde_json::to_vec(tasks).map(Bytes::from).map_err(|e| ApiError::Internal(e.into()))
 }
 
 /// `GET /tasks`: the hot path. The revocation check and the cache look-up
@@ -123,10 +97,7 @@ pub async fn list<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> 
         }
     };
     let shape = q.shape();
-    let checked = st
-        .revocation
-        .check(&p, st.cache.keys(p.user_id, &shape))
-        .await?;
+    let checked = st.revocation.check(&p, st.cache.keys(p.user_id, &shape)).await?;
     match st.cache.lookup(p.user_id, &shape, checked.probe) {
         Lookup::Hit(body) => Ok(json_bytes(StatusCode::OK, body)),
         Lookup::Miss(fill) => {
@@ -157,11 +128,7 @@ where
 /// `GET /tasks/{id}`: always from PostgreSQL, so read-your-writes is trivial.
 pub async fn get<B>(st: &AppState, req: &Request<B>, id: i64) -> Result<Resp, ApiError> {
     let p = st.authenticate(req).await?;
-    let task = st
-        .db
-        .get_task(p.user_id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let task = st.db.get_task(p.user_id, id).await?.ok_or(ApiError::NotFound)?;
     json(StatusCode::OK, &task)
 }
 
@@ -174,11 +141,7 @@ where
     let p = st.authenticate(&req).await?;
     let body: TaskPatchBody = read_json(req).await?;
     let patch = body.validate()?;
-    let task = st
-        .db
-        .update_task(p.user_id, id, &patch)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let task = st.db.update_task(p.user_id, id, &patch).await?.ok_or(ApiError::NotFound)?;
     st.cache.invalidate(p.user_id).await;
     json(StatusCode::OK, &task)
 }
@@ -204,9 +167,5 @@ pub async fn admin_list<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiE
 
 /// 403 unless the token's role is admin.
 pub fn require_admin(p: &Principal) -> Result<(), ApiError> {
-    if p.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden("This route is for administrators."))
-    }
+    if p.role == Role::Admin { Ok(()) } else { Err(ApiError::Forbidden("This route is for administrators.")) }
 }

@@ -113,20 +113,14 @@ fn check_title(raw: &str, errs: &mut Vec<FieldError>) -> String {
     let t = raw.trim();
     let n = t.chars().count();
     if n == 0 || n > 200 {
-        errs.push(FieldError::new(
-            "title",
-            "must be 1 to 200 characters after trimming",
-        ));
+        errs.push(FieldError::new("title", "must be 1 to 200 characters after trimming"));
     }
     t.to_owned()
 }
 
 fn check_description(d: &Option<String>, errs: &mut Vec<FieldError>) {
     if d.as_ref().is_some_and(|d| d.chars().count() > 2000) {
-        errs.push(FieldError::new(
-            "description",
-            "must be at most 2000 characters",
-        ));
+        errs.push(FieldError::new("description", "must be at most 2000 characters"));
     }
 }
 
@@ -135,10 +129,7 @@ fn check_due(raw: Option<&str>, errs: &mut Vec<FieldError>) -> Option<DateTime<U
     match DateTime::parse_from_rfc3339(raw) {
         Ok(t) => Some(t.with_timezone(&Utc)),
         Err(_) => {
-            errs.push(FieldError::new(
-                "dueDate",
-                "must be an RFC 3339 date-time, e.g. 2030-01-31T12:00:00Z",
-            ));
+            errs.push(FieldError::new("dueDate", "must be an RFC 3339 date-time, e.g. 2030-01-31T12:00:00Z"));
             None
         }
     }
@@ -152,11 +143,7 @@ impl NewTaskBody {
         check_description(&self.description, &mut errs);
         let due_date = check_due(self.due_date.as_deref(), &mut errs);
         if errs.is_empty() {
-            Ok(NewTask {
-                title,
-                description: self.description,
-                due_date,
-            })
+            Ok(NewTask { title, description: self.description, due_date })
         } else {
             Err(ApiError::Validation(errs))
         }
@@ -166,14 +153,9 @@ impl NewTaskBody {
 impl TaskPatchBody {
     /// Validates; an empty patch is a 400.
     pub fn validate(self) -> Result<TaskPatch, ApiError> {
-        if self.title.is_none()
-            && self.description.is_none()
-            && self.is_completed.is_none()
-            && self.due_date.is_none()
+        if self.title.is_none() && self.description.is_none() && self.is_completed.is_none() && self.due_date.is_none()
         {
-            return Err(ApiError::BadRequest(
-                "the patch is empty: send at least one field".into(),
-            ));
+            return Err(ApiError::BadRequest("the patch is empty: send at least one field".into()));
         }
         let mut errs = Vec::new();
         let title = match self.title {
@@ -201,12 +183,7 @@ impl TaskPatchBody {
             Some(Some(raw)) => Some(check_due(Some(&raw), &mut errs)),
         };
         if errs.is_empty() {
-            Ok(TaskPatch {
-                title,
-                description: self.description,
-                is_completed,
-                due_date,
-            })
+            Ok(TaskPatch { title, description: self.description, is_completed, due_date })
         } else {
             Err(ApiError::Validation(errs))
         }
@@ -228,11 +205,7 @@ impl ListQuery {
     /// Parses a query string; unknown or repeated parameters are a 400 (as
     /// unknown body fields are).
     pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
-        let mut q = ListQuery {
-            limit: 50,
-            offset: 0,
-            completed: None,
-        };
+        let mut q = ListQuery { limit: 50, offset: 0, completed: None };
         let mut errs = Vec::new();
         let mut seen: Vec<String> = Vec::new();
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -244,10 +217,7 @@ impl ListQuery {
             match k.as_ref() {
                 "limit" => match v.parse::<i64>() {
                     Ok(n) if (1..=100).contains(&n) => q.limit = n,
-                    _ => errs.push(FieldError::new(
-                        "limit",
-                        "must be a whole number from 1 to 100",
-                    )),
+                    _ => errs.push(FieldError::new("limit", "must be a whole number from 1 to 100")),
                 },
                 "offset" => match v.parse::<i64>() {
                     Ok(n) if n >= 0 => q.offset = n,
@@ -261,11 +231,7 @@ impl ListQuery {
                 other => errs.push(FieldError::new(other, "unknown query parameter")),
             }
         }
-        if errs.is_empty() {
-            Ok(q)
-        } else {
-            Err(ApiError::Validation(errs))
-        }
+        if errs.is_empty() { Ok(q) } else { Err(ApiError::Validation(errs)) }
     }
 
     /// The cache field of this page: one entry per query shape.
@@ -285,38 +251,18 @@ mod tests {
 
     #[test]
     fn list_query_defaults_and_bounds() {
-        assert_eq!(
-            ListQuery::parse(None).expect("ok"),
-            ListQuery {
-                limit: 50,
-                offset: 0,
-                completed: None
-            }
-        );
+        assert_eq!(ListQuery::parse(None).expect("ok"), ListQuery { limit: 50, offset: 0, completed: None });
         let q = ListQuery::parse(Some("limit=100&offset=7&completed=true")).expect("ok");
         assert_eq!((q.limit, q.offset, q.completed), (100, 7, Some(true)));
-        for bad in [
-            "limit=0",
-            "limit=101",
-            "limit=x",
-            "offset=-1",
-            "completed=yes",
-            "limit=1&limit=2",
-            "sort=id",
-        ] {
-            assert!(
-                ListQuery::parse(Some(bad)).is_err(),
-                "{bad} should be refused"
-            );
+        for bad in ["limit=0", "limit=101", "limit=x", "offset=-1", "completed=yes", "limit=1&limit=2", "sort=id"] {
+            assert!(ListQuery::parse(Some(bad)).is_err(), "{bad} should be refused");
         }
     }
 
     #[test]
     fn shapes_differ_per_query() {
         let a = ListQuery::parse(Some("limit=10")).expect("ok").shape();
-        let b = ListQuery::parse(Some("limit=10&completed=false"))
-            .expect("ok")
-            .shape();
+        let b = ListQuery::parse(Some("limit=10&completed=false")).expect("ok").shape();
         assert_ne!(a, b);
     }
 
@@ -326,11 +272,9 @@ mod tests {
         assert_eq!(ok.validate().expect("valid").title, "hi");
         let blank: NewTaskBody = serde_json::from_str(r#"{"title":"   "}"#).expect("json");
         assert!(blank.validate().is_err());
-        let long: NewTaskBody =
-            serde_json::from_str(&format!(r#"{{"title":"{}"}}"#, "é".repeat(201))).expect("json");
+        let long: NewTaskBody = serde_json::from_str(&format!(r#"{{"title":"{}"}}"#, "é".repeat(201))).expect("json");
         assert!(long.validate().is_err());
-        let max: NewTaskBody =
-            serde_json::from_str(&format!(r#"{{"title":"{}"}}"#, "é".repeat(200))).expect("json");
+        let max: NewTaskBody = serde_json::from_str(&format!(r#"{{"title":"{}"}}"#, "é".repeat(200))).expect("json");
         assert!(max.validate().is_ok());
     }
 
@@ -353,15 +297,10 @@ mod tests {
     #[test]
     fn due_dates_are_rfc3339_and_normalised_to_utc() {
         let b: NewTaskBody =
-            serde_json::from_str(r#"{"title":"a","dueDate":"2030-01-01T02:00:00+02:00"}"#)
-                .expect("json");
+            serde_json::from_str(r#"{"title":"a","dueDate":"2030-01-01T02:00:00+02:00"}"#).expect("json");
         let t = b.validate().expect("valid");
-        assert_eq!(
-            t.due_date.map(|d| d.to_rfc3339()),
-            Some("2030-01-01T00:00:00+00:00".into())
-        );
-        let bad: NewTaskBody =
-            serde_json::from_str(r#"{"title":"a","dueDate":"tomorrow"}"#).expect("json");
+        assert_eq!(t.due_date.map(|d| d.to_rfc3339()), Some("2030-01-01T00:00:00+00:00".into()));
+        let bad: NewTaskBody = serde_json::from_str(r#"{"title":"a","dueDate":"tomorrow"}"#).expect("json");
         assert!(bad.validate().is_err());
     }
 }

@@ -30,24 +30,12 @@ async fn a_second_read_is_a_hit_and_both_are_counted() {
 async fn every_write_kind_invalidates_every_query_shape() {
     let app = spawn_app().await;
     let u = app.new_user().await;
-    let shapes = [
-        "",
-        "?limit=1",
-        "?completed=false",
-        "?completed=true",
-        "?offset=1&limit=100",
-    ];
+    let shapes = ["", "?limit=1", "?completed=false", "?completed=true", "?offset=1&limit=100"];
     let t = app.create_task(&u.access, "first").await;
     app.create_task(&u.access, "second").await;
     let path = format!("/tasks/{}", t["id"]);
     async fn warm(app: &TestApp, token: &str) {
-        for s in [
-            "",
-            "?limit=1",
-            "?completed=false",
-            "?completed=true",
-            "?offset=1&limit=100",
-        ] {
+        for s in ["", "?limit=1", "?completed=false", "?completed=true", "?offset=1&limit=100"] {
             app.list(token, s).await;
         }
     }
@@ -56,27 +44,15 @@ async fn every_write_kind_invalidates_every_query_shape() {
     assert_eq!(app.list(&u.access, "").await.len(), 3, "after create");
     assert_eq!(app.list(&u.access, "?offset=1&limit=100").await.len(), 2);
     warm(&app, &u.access).await;
-    app.patch(
-        &path,
-        &u.access,
-        &json!({"isCompleted": true, "title": "renamed"}),
-    )
-    .await;
-    assert_eq!(
-        app.list(&u.access, "?limit=1").await[0]["title"],
-        "renamed",
-        "after update"
-    );
+    app.patch(&path, &u.access, &json!({"isCompleted": true, "title": "renamed"})).await;
+    assert_eq!(app.list(&u.access, "?limit=1").await[0]["title"], "renamed", "after update");
     assert_eq!(app.list(&u.access, "?completed=true").await.len(), 1);
     assert_eq!(app.list(&u.access, "?completed=false").await.len(), 2);
     warm(&app, &u.access).await;
     app.delete(&path, &u.access).await;
     for s in shapes {
         let l = app.list(&u.access, s).await;
-        assert!(
-            l.iter().all(|t| t["title"] != "renamed"),
-            "after delete, shape {s:?}"
-        );
+        assert!(l.iter().all(|t| t["title"] != "renamed"), "after delete, shape {s:?}");
     }
 }
 
@@ -89,15 +65,12 @@ async fn no_read_after_an_acknowledged_write_misses_it() {
     let acked = Arc::new(AtomicUsize::new(0));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     let writer = {
-        let (app, acked, token, path) =
-            (app.clone(), acked.clone(), u.access.clone(), path.clone());
+        let (app, acked, token, path) = (app.clone(), acked.clone(), u.access.clone(), path.clone());
         tokio::spawn(async move {
             let mut v = 0;
             while tokio::time::Instant::now() < deadline {
                 v += 1;
-                let r = app
-                    .patch(&path, &token, &json!({"title": format!("v{v}")}))
-                    .await;
+                let r = app.patch(&path, &token, &json!({"title": format!("v{v}")})).await;
                 assert_eq!(r.status(), 200);
                 acked.store(v, Ordering::SeqCst);
             }
@@ -112,13 +85,8 @@ async fn no_read_after_an_acknowledged_write_misses_it() {
             while tokio::time::Instant::now() < deadline {
                 let floor = acked.load(Ordering::SeqCst);
                 let list = app.list(&token, "").await;
-                let seen: usize = list[0]["title"].as_str().expect("title")[1..]
-                    .parse()
-                    .expect("version");
-                assert!(
-                    seen >= floor,
-                    "read v{seen} after v{floor} was acknowledged"
-                );
+                let seen: usize = list[0]["title"].as_str().expect("title")[1..].parse().expect("version");
+                assert!(seen >= floor, "read v{seen} after v{floor} was acknowledged");
                 reads += 1;
             }
             reads
@@ -129,10 +97,7 @@ async fn no_read_after_an_acknowledged_write_misses_it() {
     for r in readers {
         reads += r.await.expect("reader");
     }
-    assert!(
-        writes > 10 && reads > 40,
-        "the test exercised the race: {writes} writes, {reads} reads"
-    );
+    assert!(writes > 10 && reads > 40, "the test exercised the race: {writes} writes, {reads} reads");
     assert!(app.metric(HIT).await > 0.0, "some reads were hits");
 }
 
@@ -144,34 +109,15 @@ async fn a_load_that_raced_a_write_is_never_served() {
     let u = app.new_user().await;
     let t = app.create_task(&u.access, "old").await;
     let st = app.state.clone();
-    let p = st
-        .tokens
-        .verify(&u.access, tollgate::auth::token::TokenType::Access)
-        .expect("token");
+    let p = st.tokens.verify(&u.access, tollgate::auth::token::TokenType::Access).expect("token");
     let q = tollgate::tasks::model::ListQuery::parse(None).expect("query");
     let shape = q.shape();
-    let checked = st
-        .revocation
-        .check(&p, st.cache.keys(p.user_id, &shape))
-        .await
-        .expect("allowed");
-    let Lookup::Miss(fill) = st.cache.lookup(p.user_id, &shape, checked.probe) else {
-        panic!("expected a miss")
-    };
-    let stale = serde_json::to_vec(&st.db.list_tasks(Some(p.user_id), &q).await.expect("load"))
-        .expect("encode");
-    let r = app
-        .patch(
-            &format!("/tasks/{}", t["id"]),
-            &u.access,
-            &json!({"title": "new"}),
-        )
-        .await;
+    let checked = st.revocation.check(&p, st.cache.keys(p.user_id, &shape)).await.expect("allowed");
+    let Lookup::Miss(fill) = st.cache.lookup(p.user_id, &shape, checked.probe) else { panic!("expected a miss") };
+    let stale = serde_json::to_vec(&st.db.list_tasks(Some(p.user_id), &q).await.expect("load")).expect("encode");
+    let r = app.patch(&format!("/tasks/{}", t["id"]), &u.access, &json!({"title": "new"})).await;
     assert_eq!(r.status(), 200);
-    st.cache
-        .load(p.user_id, &shape, fill, async { Ok(Bytes::from(stale)) })
-        .await
-        .expect("stored");
+    st.cache.load(p.user_id, &shape, fill, async { Ok(Bytes::from(stale)) }).await.expect("stored");
     assert_eq!(app.list(&u.access, "").await[0]["title"], "new");
     assert_eq!(app.list(&u.access, "").await[0]["title"], "new");
 }
@@ -181,20 +127,13 @@ async fn concurrent_misses_share_one_load() {
     let app = spawn_app().await;
     let u = app.new_user().await;
     let st = app.state.clone();
-    let p = st
-        .tokens
-        .verify(&u.access, tollgate::auth::token::TokenType::Access)
-        .expect("token");
+    let p = st.tokens.verify(&u.access, tollgate::auth::token::TokenType::Access).expect("token");
     let loads = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (st, p, loads) = (st.clone(), p.clone(), loads.clone());
         tasks.push(tokio::spawn(async move {
-            let checked = st
-                .revocation
-                .check(&p, st.cache.keys(p.user_id, "shape"))
-                .await
-                .expect("allowed");
+            let checked = st.revocation.check(&p, st.cache.keys(p.user_id, "shape")).await.expect("allowed");
             let Lookup::Miss(fill) = st.cache.lookup(p.user_id, "shape", checked.probe) else {
                 return;
             };
@@ -222,22 +161,9 @@ async fn with_redis_down_reads_and_writes_are_served_from_postgres() {
     app.redis.as_mut().expect("redis").stop().await;
     let t = app.create_task(&u.access, "b").await;
     assert_eq!(app.list(&u.access, "").await.len(), 2);
-    assert_eq!(
-        app.patch(
-            &format!("/tasks/{}", t["id"]),
-            &u.access,
-            &json!({"title": "c"})
-        )
-        .await
-        .status(),
-        200
-    );
+    assert_eq!(app.patch(&format!("/tasks/{}", t["id"]), &u.access, &json!({"title": "c"})).await.status(), 200);
     assert_eq!(app.list(&u.access, "").await[1]["title"], "c");
-    assert!(
-        app.metric(r#"dependency_errors_total{dependency="redis",op="revocation_check"}"#)
-            .await
-            >= 1.0
-    );
+    assert!(app.metric(r#"dependency_errors_total{dependency="redis",op="revocation_check"}"#).await >= 1.0);
 }
 
 #[tokio::test]
@@ -249,12 +175,7 @@ async fn a_write_whose_invalidation_was_lost_does_not_let_the_old_page_out() {
     app.list(&u.access, "").await; // cached
     let proxy = app.redis_proxy.as_ref().expect("proxy");
     proxy.cut();
-    app.patch(
-        &format!("/tasks/{}", t["id"]),
-        &u.access,
-        &json!({"title": "after"}),
-    )
-    .await;
+    app.patch(&format!("/tasks/{}", t["id"]), &u.access, &json!({"title": "after"})).await;
     proxy.restore();
     // Redis still holds the old page under the old tag. Read until the
     // server talks to Redis again, then some more: never the old title.
@@ -282,12 +203,7 @@ async fn the_memory_backend_caches_and_invalidates_too() {
     app.list(&u.access, "").await;
     app.list(&u.access, "").await;
     assert_eq!((app.metric(MISS).await, app.metric(HIT).await), (1.0, 1.0));
-    app.patch(
-        &format!("/tasks/{}", t["id"]),
-        &u.access,
-        &json!({"title": "m2"}),
-    )
-    .await;
+    app.patch(&format!("/tasks/{}", t["id"]), &u.access, &json!({"title": "m2"})).await;
     assert_eq!(app.list(&u.access, "").await[0]["title"], "m2");
 }
 
@@ -298,18 +214,8 @@ async fn a_hit_sends_exactly_the_stored_bytes() {
     for i in 0..20 {
         app.create_task(&u.access, &format!("task {i}")).await;
     }
-    let a = app
-        .get("/tasks", &u.access)
-        .await
-        .bytes()
-        .await
-        .expect("body");
-    let b = app
-        .get("/tasks", &u.access)
-        .await
-        .bytes()
-        .await
-        .expect("body");
+    let a = app.get("/tasks", &u.access).await.bytes().await.expect("body");
+    let b = app.get("/tasks", &u.access).await.bytes().await.expect("body");
     assert_eq!(a, b);
     let v: Vec<Value> = serde_json::from_slice(&b).expect("json");
     assert_eq!(v.len(), 20);

@@ -7,12 +7,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn errors_are_problem_details() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.at("/nowhere"))
-        .send()
-        .await
-        .expect("req");
+    let r = app.client.get(app.at("/nowhere")).send().await.expect("req");
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let v: Value = r.json().await.expect("json");
@@ -38,16 +33,9 @@ async fn missing_and_refused_tokens_get_the_bearer_challenge() {
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
     let r = app.get("/me", "not.a.jwt").await;
     assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.headers()["www-authenticate"],
-        "Bearer error=\"invalid_token\""
-    );
+    assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
     let u = app.new_user().await;
-    assert_eq!(
-        app.get("/me", &u.refresh).await.status(),
-        401,
-        "a refresh token is not an access token"
-    );
+    assert_eq!(app.get("/me", &u.refresh).await.status(), 401, "a refresh token is not an access token");
     let r = app.refresh(&u.access).await;
     assert_eq!(r.status(), 401, "an access token is not a refresh token");
     assert!(r.headers().contains_key("www-authenticate"));
@@ -64,22 +52,14 @@ async fn tampered_and_unsigned_tokens_are_refused() {
     let last = if sig.ends_with('A') { 'B' } else { 'A' };
     sig.pop();
     sig.push(last);
-    assert_eq!(
-        app.get("/me", &format!("{}.{}.{sig}", parts[0], parts[1]))
-            .await
-            .status(),
-        401
-    );
+    assert_eq!(app.get("/me", &format!("{}.{}.{sig}", parts[0], parts[1])).await.status(), 401);
     let forged = tollgate::auth::token::Tokens::new(
         b"someone-elses-secret-0123456789ab",
         std::time::Duration::from_secs(60),
         std::time::Duration::from_secs(60),
     )
     .issue(u.id, 1, tollgate::auth::token::Role::Admin, "x".into());
-    assert_eq!(
-        app.get("/admin/tasks", &forged.access_token).await.status(),
-        401
-    );
+    assert_eq!(app.get("/admin/tasks", &forged.access_token).await.status(), 401);
 }
 
 #[tokio::test]
@@ -173,33 +153,14 @@ async fn malformed_and_unknown_bodies_are_400() {
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let app = spawn_app().await;
-    assert_eq!(
-        app.client
-            .get(app.at("/healthz"))
-            .send()
-            .await
-            .expect("req")
-            .status(),
-        200
-    );
+    assert_eq!(app.client.get(app.at("/healthz")).send().await.expect("req").status(), 200);
     let r = app.client.get(app.at("/readyz")).send().await.expect("req");
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("json");
-    assert_eq!(
-        (v["postgres"].as_str(), v["redis"].as_str()),
-        (Some("up"), Some("up"))
-    );
+    assert_eq!((v["postgres"].as_str(), v["redis"].as_str()), (Some("up"), Some("up")));
     let u = app.new_user().await;
     app.list(&u.access, "").await;
-    let text = app
-        .client
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .expect("req")
-        .text()
-        .await
-        .expect("text");
+    let text = app.client.get(app.at("/metrics")).send().await.expect("req").text().await.expect("text");
     for name in [
         "http_requests_total",
         "http_request_duration_seconds_bucket",
@@ -216,10 +177,6 @@ async fn health_readiness_and_metrics_answer() {
         text.contains(r#"http_requests_total{method="GET",route="/tasks",status="200"} 1"#),
         "labelled by template"
     );
-    assert!(
-        app.metric(r#"auth_events_total{event="login",outcome="success"}"#)
-            .await
-            >= 1.0
-    );
+    assert!(app.metric(r#"auth_events_total{event="login",outcome="success"}"#).await >= 1.0);
     assert!(app.metric("password_hash_duration_seconds_count").await >= 2.0);
 }

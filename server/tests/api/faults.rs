@@ -17,28 +17,14 @@ async fn postgres_unreachable_is_503_quickly_and_recovers() {
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "answered within the pool timeout, not hung"
-    );
+    assert!(start.elapsed() < Duration::from_secs(5), "answered within the pool timeout, not hung");
     let r = app.client.get(app.at("/readyz")).send().await.expect("req");
     assert_eq!(r.status(), 503);
     let v: Value = r.json().await.expect("json");
     assert_eq!(v["postgres"], "down");
-    assert_eq!(
-        app.client
-            .get(app.at("/healthz"))
-            .send()
-            .await
-            .expect("req")
-            .status(),
-        200
-    );
+    assert_eq!(app.client.get(app.at("/healthz")).send().await.expect("req").status(), 200);
     proxy.restore();
-    let back = eventually(Duration::from_secs(10), || async {
-        app.get("/me", &u.access).await.status() == 200
-    })
-    .await;
+    let back = eventually(Duration::from_secs(10), || async { app.get("/me", &u.access).await.status() == 200 }).await;
     assert!(back, "recovered without a restart");
     assert_eq!(app.list(&u.access, "").await[0]["title"], "kept");
 }
@@ -47,19 +33,12 @@ async fn postgres_unreachable_is_503_quickly_and_recovers() {
 async fn a_broken_schema_is_a_500_problem_without_details() {
     let app = spawn_app().await;
     let u = app.new_user().await;
-    app.sql()
-        .await
-        .execute("ALTER TABLE tasks RENAME COLUMN title TO headline", &[])
-        .await
-        .expect("sabotage");
+    app.sql().await.execute("ALTER TABLE tasks RENAME COLUMN title TO headline", &[]).await.expect("sabotage");
     let r = app.get("/tasks/1", &u.access).await;
     assert_eq!(r.status(), 500);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let body = r.text().await.expect("body");
-    assert!(
-        !body.contains("headline") && !body.contains("column"),
-        "no internals leak: {body}"
-    );
+    assert!(!body.contains("headline") && !body.contains("column"), "no internals leak: {body}");
 }
 
 #[tokio::test]
@@ -78,8 +57,5 @@ async fn shutdown_finishes_requests_already_accepted() {
     tokio::time::sleep(Duration::from_millis(5)).await; // the login is hashing
     app.stop().await;
     assert_eq!(inflight.await.expect("join").expect("answered"), 200);
-    assert!(
-        app.client.get(app.at("/healthz")).send().await.is_err(),
-        "no longer accepting"
-    );
+    assert!(app.client.get(app.at("/healthz")).send().await.is_err(), "no longer accepting");
 }

@@ -26,9 +26,7 @@ pub const PASSWORD: &str = "correct horse battery";
 
 fn var(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests with scripts/test.sh (it starts PostgreSQL and Redis)"
-        )
+        panic!("{name} is not set: run the tests with scripts/test.sh (it starts PostgreSQL and Redis)")
     })
 }
 
@@ -42,11 +40,7 @@ pub fn url_addr(url: &str) -> SocketAddr {
     let hostport = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
     let hostport = hostport.split('/').next().expect("host");
     let hostport = if hostport == "localhost" || !hostport.contains(':') {
-        format!(
-            "{}:{}",
-            hostport.replace("localhost", "127.0.0.1"),
-            if url.starts_with("redis") { 6379 } else { 5432 }
-        )
+        format!("{}:{}", hostport.replace("localhost", "127.0.0.1"), if url.starts_with("redis") { 6379 } else { 5432 })
     } else {
         hostport.replace("localhost", "127.0.0.1")
     };
@@ -56,22 +50,16 @@ pub fn url_addr(url: &str) -> SocketAddr {
 /// Replaces the host:port of a URL.
 fn with_addr(url: &str, addr: SocketAddr) -> String {
     let old = url_addr(url);
-    url.replacen(&old.to_string(), &addr.to_string(), 1)
-        .replacen("localhost", &addr.ip().to_string(), 1)
+    url.replacen(&old.to_string(), &addr.to_string(), 1).replacen("localhost", &addr.ip().to_string(), 1)
 }
 
 /// A fresh, empty database on the test server; its URL.
 pub async fn fresh_database() -> String {
     let base = var("DATABASE_URL");
-    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-        .await
-        .expect("connect to DATABASE_URL");
+    let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.expect("connect to DATABASE_URL");
     tokio::spawn(conn);
     let name = unique("t_");
-    client
-        .execute(&format!("CREATE DATABASE {name}"), &[])
-        .await
-        .expect("create test database");
+    client.execute(&format!("CREATE DATABASE {name}"), &[]).await.expect("create test database");
     let (prefix, _) = base.rsplit_once('/').expect("database url has a path");
     format!("{prefix}/{name}")
 }
@@ -109,12 +97,7 @@ impl Proxy {
                 conns2.lock().expect("lock").push(h);
             }
         });
-        Self {
-            addr,
-            up,
-            conns,
-            task,
-        }
+        Self { addr, up, conns, task }
     }
 
     /// Resets every open connection and refuses new ones.
@@ -145,12 +128,7 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
         let mut r = Self { port, child: None };
         r.run().await;
         r
@@ -162,16 +140,7 @@ impl PrivateRedis {
 
     async fn run(&mut self) {
         let child = tokio::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -194,10 +163,7 @@ impl PrivateRedis {
         let Ok(mut c) = client.get_multiplexed_async_connection().await else {
             return false;
         };
-        redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .is_ok()
+        redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
     }
 
     pub async fn stop(&mut self) {
@@ -215,10 +181,7 @@ impl PrivateRedis {
 
     pub async fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let client = redis::Client::open(self.url()).expect("url");
-        let mut c = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
+        let mut c = client.get_multiplexed_async_connection().await.expect("connect");
         let mut cmd = redis::cmd(args[0]);
         for a in &args[1..] {
             cmd.arg(*a);
@@ -246,11 +209,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            env: Vec::new(),
-            redis: RedisChoice::Shared,
-            pg_proxy: false,
-        }
+        Self { env: Vec::new(), redis: RedisChoice::Shared, pg_proxy: false }
     }
 }
 
@@ -338,10 +297,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     tollgate::init_tracing(&config);
     let app = App::build(config).await.expect("server starts");
     let running = app.spawn();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
     TestApp {
         url: running.url(),
         addr: running.addr,
@@ -362,12 +318,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .get(self.at(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.get(self.at(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
@@ -379,58 +330,27 @@ impl TestApp {
     }
 
     pub async fn post_empty(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .post(self.at(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.at(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .patch(self.at(path))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.client.patch(self.at(path)).bearer_auth(token).json(body).send().await.expect("request")
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
-        self.client
-            .delete(self.at(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request")
+        self.client.delete(self.at(path)).bearer_auth(token).send().await.expect("request")
     }
 
     pub async fn register(&self, email: &str, password: &str) -> reqwest::Response {
-        self.post(
-            "/auth/register",
-            None,
-            &json!({"email": email, "password": password}),
-        )
-        .await
+        self.post("/auth/register", None, &json!({"email": email, "password": password})).await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
-        self.post(
-            "/auth/login",
-            None,
-            &json!({"email": email, "password": password}),
-        )
-        .await
+        self.post("/auth/login", None, &json!({"email": email, "password": password})).await
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> reqwest::Response {
-        self.post(
-            "/auth/refresh",
-            None,
-            &json!({"refresh_token": refresh_token}),
-        )
-        .await
+        self.post("/auth/refresh", None, &json!({"refresh_token": refresh_token})).await
     }
 
     /// Logs in and returns (access, refresh).
@@ -438,10 +358,7 @@ impl TestApp {
         let r = self.login(email, password).await;
         assert_eq!(r.status(), 200, "login of {email}");
         let v: Value = r.json().await.expect("json");
-        (
-            v["access_token"].as_str().expect("access").into(),
-            v["refresh_token"].as_str().expect("refresh").into(),
-        )
+        (v["access_token"].as_str().expect("access").into(), v["refresh_token"].as_str().expect("refresh").into())
     }
 
     /// A registered, logged-in user.
@@ -451,12 +368,7 @@ impl TestApp {
         assert_eq!(r.status(), 201);
         let v: Value = r.json().await.expect("json");
         let (access, refresh) = self.tokens(&email, PASSWORD).await;
-        User {
-            id: v["id"].as_i64().expect("id"),
-            email,
-            access,
-            refresh,
-        }
+        User { id: v["id"].as_i64().expect("id"), email, access, refresh }
     }
 
     /// The bootstrap admin's access token.
@@ -465,18 +377,11 @@ impl TestApp {
     }
 
     pub async fn set_status(&self, admin: &str, uid: i64, status: &str) -> reqwest::Response {
-        self.patch(
-            &format!("/admin/users/{uid}/status"),
-            admin,
-            &json!({"status": status}),
-        )
-        .await
+        self.patch(&format!("/admin/users/{uid}/status"), admin, &json!({"status": status})).await
     }
 
     pub async fn create_task(&self, token: &str, title: &str) -> Value {
-        let r = self
-            .post("/tasks", Some(token), &json!({"title": title}))
-            .await;
+        let r = self.post("/tasks", Some(token), &json!({"title": title})).await;
         assert_eq!(r.status(), 201);
         r.json().await.expect("json")
     }
@@ -489,15 +394,7 @@ impl TestApp {
 
     /// A value of a metric series from /metrics (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.at("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = self.client.get(self.at("/metrics")).send().await.expect("metrics").text().await.expect("text");
         text.lines()
             .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
             .and_then(|l| l.rsplit(' ').next())
@@ -507,9 +404,7 @@ impl TestApp {
 
     /// A direct connection to the test's database (bypassing any proxy).
     pub async fn sql(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
+        let (client, conn) = tokio_postgres::connect(&self.db_url, tokio_postgres::NoTls).await.expect("connect");
         tokio::spawn(conn);
         client
     }

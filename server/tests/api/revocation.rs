@@ -7,24 +7,9 @@ use serde_json::Value;
 use std::time::Duration;
 
 async fn assert_dead(app: &TestApp, u: &User) {
-    assert_eq!(
-        app.get("/me", &u.access).await.status(),
-        401,
-        "access token of {}",
-        u.email
-    );
-    assert_eq!(
-        app.get("/tasks", &u.access).await.status(),
-        401,
-        "cached route of {}",
-        u.email
-    );
-    assert_eq!(
-        app.refresh(&u.refresh).await.status(),
-        401,
-        "refresh of {}",
-        u.email
-    );
+    assert_eq!(app.get("/me", &u.access).await.status(), 401, "access token of {}", u.email);
+    assert_eq!(app.get("/tasks", &u.access).await.status(), 401, "cached route of {}", u.email);
+    assert_eq!(app.refresh(&u.refresh).await.status(), 401, "refresh of {}", u.email);
 }
 
 #[tokio::test]
@@ -38,10 +23,7 @@ async fn a_ban_ends_every_token_at_once_and_login_gets_403() {
         let r = app.set_status(&admin, u.id, status).await;
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.expect("json");
-        assert_eq!(
-            (v["id"].as_i64(), v["status"].as_str()),
-            (Some(u.id), Some(status))
-        );
+        assert_eq!((v["id"].as_i64(), v["status"].as_str()), (Some(u.id), Some(status)));
         assert!(v["statusUpdatedAt"].is_string());
         assert_dead(&app, &u).await;
         assert_eq!(app.get("/me", &access2).await.status(), 401);
@@ -80,10 +62,7 @@ async fn logout_ends_one_session_and_leaves_the_others() {
     let app = spawn_app().await;
     let u = app.new_user().await;
     let (other_access, other_refresh) = app.tokens(&u.email, PASSWORD).await;
-    assert_eq!(
-        app.post_empty("/auth/logout", &u.access).await.status(),
-        204
-    );
+    assert_eq!(app.post_empty("/auth/logout", &u.access).await.status(), 204);
     assert_dead(&app, &u).await;
     assert_eq!(app.get("/me", &other_access).await.status(), 200);
     assert_eq!(app.refresh(&other_refresh).await.status(), 200);
@@ -94,10 +73,7 @@ async fn logout_all_ends_every_session_issued_so_far() {
     let app = spawn_app().await;
     let u = app.new_user().await;
     let (a2, r2) = app.tokens(&u.email, PASSWORD).await;
-    assert_eq!(
-        app.post_empty("/auth/logout-all", &u.access).await.status(),
-        204
-    );
+    assert_eq!(app.post_empty("/auth/logout-all", &u.access).await.status(), 204);
     assert_dead(&app, &u).await;
     assert_eq!(app.get("/me", &a2).await.status(), 401);
     assert_eq!(app.refresh(&r2).await.status(), 401);
@@ -112,29 +88,15 @@ async fn refresh_rotates_and_a_reused_token_ends_the_session() {
     let r = app.refresh(&u.refresh).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.expect("json");
-    let (access2, refresh2) = (
-        v["access_token"].as_str().expect("a").to_owned(),
-        v["refresh_token"].as_str().expect("r").to_owned(),
-    );
+    let (access2, refresh2) =
+        (v["access_token"].as_str().expect("a").to_owned(), v["refresh_token"].as_str().expect("r").to_owned());
     assert_ne!(refresh2, u.refresh);
     assert_eq!(app.get("/me", &access2).await.status(), 200);
     // The consumed token again: reuse. The whole session ends.
     assert_eq!(app.refresh(&u.refresh).await.status(), 401);
-    assert_eq!(
-        app.refresh(&refresh2).await.status(),
-        401,
-        "the newest refresh token of the session dies too"
-    );
-    assert_eq!(
-        app.get("/me", &access2).await.status(),
-        401,
-        "and its access tokens"
-    );
-    assert_eq!(
-        app.metric(r#"auth_events_total{event="refresh",outcome="reuse"}"#)
-            .await,
-        1.0
-    );
+    assert_eq!(app.refresh(&refresh2).await.status(), 401, "the newest refresh token of the session dies too");
+    assert_eq!(app.get("/me", &access2).await.status(), 401, "and its access tokens");
+    assert_eq!(app.metric(r#"auth_events_total{event="refresh",outcome="reuse"}"#).await, 1.0);
 }
 
 #[tokio::test]
@@ -143,35 +105,18 @@ async fn concurrent_refreshes_with_one_token_have_exactly_one_winner() {
     let u = app.new_user().await;
     let mut handles = Vec::new();
     for _ in 0..8 {
-        let (client, url, body) = (
-            app.client.clone(),
-            app.at("/auth/refresh"),
-            serde_json::json!({"refresh_token": u.refresh}),
-        );
-        handles.push(tokio::spawn(async move {
-            client
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .expect("req")
-                .status()
-                .as_u16()
-        }));
+        let (client, url, body) =
+            (app.client.clone(), app.at("/auth/refresh"), serde_json::json!({"refresh_token": u.refresh}));
+        handles.push(tokio::spawn(
+            async move { client.post(url).json(&body).send().await.expect("req").status().as_u16() },
+        ));
     }
     let mut statuses = Vec::new();
     for h in handles {
         statuses.push(h.await.expect("join"));
     }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 401),
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 401), "{statuses:?}");
 }
 
 #[tokio::test]
@@ -184,33 +129,21 @@ async fn revocation_holds_with_redis_stopped_and_active_users_are_served() {
     assert_dead(&app, &bad).await;
     assert_eq!(app.get("/me", &good.access).await.status(), 200);
     assert_eq!(app.get("/tasks", &good.access).await.status(), 200);
-    assert!(
-        app.metric(r#"revocation_checks_total{result="revoked",source="db"}"#)
-            .await
-            >= 1.0
-    );
-    assert!(
-        app.metric(r#"revocation_checks_total{result="allowed",source="db"}"#)
-            .await
-            >= 1.0
-    );
+    assert!(app.metric(r#"revocation_checks_total{result="revoked",source="db"}"#).await >= 1.0);
+    assert!(app.metric(r#"revocation_checks_total{result="allowed",source="db"}"#).await >= 1.0);
     // Restarted empty: still enforced, and the server goes back to Redis.
     app.redis.as_mut().expect("redis").restart().await;
     tokio::time::sleep(Duration::from_millis(600)).await; // the breaker reopens
     assert_dead(&app, &bad).await;
     let back = eventually(Duration::from_secs(5), || async {
         app.get("/me", &good.access).await;
-        app.metric(r#"revocation_checks_total{result="allowed",source="redis"}"#)
-            .await
-            >= 1.0
+        app.metric(r#"revocation_checks_total{result="allowed",source="redis"}"#).await >= 1.0
     })
     .await;
     assert!(back, "checks return to Redis after the rebuild");
     assert_dead(&app, &bad).await;
     assert!(
-        app.metric(r#"revocation_checks_total{result="revoked",source="redis"}"#)
-            .await
-            >= 1.0,
+        app.metric(r#"revocation_checks_total{result="revoked",source="redis"}"#).await >= 1.0,
         "the rebuild brought the ban back"
     );
 }
@@ -219,11 +152,7 @@ async fn revocation_holds_with_redis_stopped_and_active_users_are_served() {
 async fn flushall_resurrects_nothing() {
     let app = spawn_with(Options::default().redis(RedisChoice::Private)).await;
     let admin = app.admin().await;
-    let (banned, logged_out, reused) = (
-        app.new_user().await,
-        app.new_user().await,
-        app.new_user().await,
-    );
+    let (banned, logged_out, reused) = (app.new_user().await, app.new_user().await, app.new_user().await);
     app.set_status(&admin, banned.id, "banned").await;
     app.post_empty("/auth/logout", &logged_out.access).await;
     assert_eq!(app.refresh(&reused.refresh).await.status(), 200);
@@ -235,10 +164,7 @@ async fn flushall_resurrects_nothing() {
     }
     // After the rebuild, Redis alone refuses them again.
     let rebuilt = eventually(Duration::from_secs(5), || async {
-        !redis
-            .cmd::<Vec<String>>(&["KEYS", "*epoch"])
-            .await
-            .is_empty()
+        !redis.cmd::<Vec<String>>(&["KEYS", "*epoch"]).await.is_empty()
     })
     .await;
     assert!(rebuilt);
@@ -272,10 +198,7 @@ async fn a_ban_that_could_not_reach_redis_is_not_undone_when_redis_comes_back() 
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        redis_refusals >= 3.0,
-        "Redis answers again and refuses the banned user"
-    );
+    assert!(redis_refusals >= 3.0, "Redis answers again and refuses the banned user");
 }
 
 #[tokio::test]
@@ -291,16 +214,7 @@ async fn revocation_survives_requests_racing_a_flush() {
         workers.push(tokio::spawn(async move {
             let mut statuses = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                statuses.push(
-                    client
-                        .get(&url)
-                        .bearer_auth(&token)
-                        .send()
-                        .await
-                        .expect("req")
-                        .status()
-                        .as_u16(),
-                );
+                statuses.push(client.get(&url).bearer_auth(&token).send().await.expect("req").status().as_u16());
             }
             statuses
         }));
@@ -313,12 +227,6 @@ async fn revocation_survives_requests_racing_a_flush() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let good_statuses = workers.remove(0).await.expect("join");
     let bad_statuses = workers.remove(0).await.expect("join");
-    assert!(
-        bad_statuses.iter().all(|s| *s == 401),
-        "a banned user was served"
-    );
-    assert!(
-        !good_statuses.is_empty() && good_statuses.iter().all(|s| *s == 200),
-        "an active user was refused"
-    );
+    assert!(bad_statuses.iter().all(|s| *s == 401), "a banned user was served");
+    assert!(!good_statuses.is_empty() && good_statuses.iter().all(|s| *s == 200), "an active user was refused");
 }

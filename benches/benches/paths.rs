@@ -1,0 +1,214 @@
+//! Criterion benches of each path's CPU cost, from the pieces to the whole:
+//!
+//! - `jwt`: sign a pair, verify an access token (HS256, the only algorithm
+//!   the server offers).
+//! - `password`: Argon2id hash and verify at the configured parameters.
+//! - `http`: routing, list-query parsing, `POST /tasks` body decoding and
+//!   validation, and `GET /tasks` response encoding for 20 and 100 tasks.
+//! - `revocation`: the decision from a Redis reply.
+//! - `service`: `GET /tasks` (cache hit) and `GET /healthz` through the
+//!   server's own request handler, in-process, against real Redis.
+//! - `loopback`: the same two over a keep-alive TCP connection to a server
+//!   running on its own runtime, bound to port 0.
+//!
+//! `service` and `loopback` need DATABASE_URL and REDIS_URL (scripts/bench.sh
+//! and scripts/test.sh provide them); without them they say so and skip.
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate::auth::password;
+use tollgate::auth::revocation::{is_revoked, parse_nbf};
+use tollgate::auth::token::TokenType;
+use tollgate::http::router::Router;
+use tollgate::metrics::Metrics;
+use tollgate::tasks::model::{ListQuery, NewTaskBody};
+use tollgate_benches::{NEW_TASK_BODY, access_token, sample_tasks, tokens};
+
+fn jwt(c: &mut Criterion) {
+    let t = tokens();
+    let token = access_token(&t);
+    let mut g = c.benchmark_group("jwt");
+    g.bench_function("sign_pair", |b| {
+        b.iter(|| t.issue(black_box(42), 7, tollgate::auth::token::Role::User, "jti".into()))
+    });
+    g.bench_function("verify_access", |b| b.iter(|| t.verify(black_box(&token), TokenType::Access)));
+    g.finish();
+}
+
+fn passwords(c: &mut Criterion) {
+    let argon = password::argon2();
+    let hash = password::hash_blocking(&argon, "correct horse battery").unwrap_or_default();
+    let mut g = c.benchmark_group("password");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    g.bench_function("hash_argon2id", |b| {
+        b.iter(|| password::hash_blocking(&argon, black_box("correct horse battery")))
+    });
+    g.bench_function("verify_argon2id", |b| {
+        b.iter(|| password::verify_blocking(&argon, &hash, black_box("correct horse battery")))
+    });
+    g.finish();
+}
+
+fn http(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let router = Router::new(&metrics);
+    let mut g = c.benchmark_group("http");
+    g.bench_function("route_get_task", |b| {
+        b.iter(|| {
+            matches!(router.find(&Method::GET, black_box("/tasks/12345")), tollgate::http::router::Matched::Route(..))
+        })
+    });
+    g.bench_function("parse_list_query", |b| {
+        b.iter(|| ListQuery::parse(black_box(Some("limit=20&offset=40&completed=false"))))
+    });
+    g.bench_function("decode_new_task", |b| {
+        b.iter(|| serde_json::from_slice::<NewTaskBody>(black_box(NEW_TASK_BODY)).map(NewTaskBody::validate))
+    });
+    for n in [20usize, 100] {
+        let tasks = sample_tasks(n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("encode_tasks", n), &tasks, |b, tasks| {
+            b.iter(|| serde_json::to_vec(black_box(tasks)))
+        });
+    }
+    g.finish();
+}
+
+fn revocation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("revocation");
+    let reply = b"1234567:a".to_vec();
+    g.bench_function("decide_from_redis_reply", |b| {
+        b.iter(|| {
+            let (blocked, min) = parse_nbf(black_box(&reply));
+            is_revoked(black_box(2_000_000), blocked, min, false)
+        })
+    });
+    g.finish();
+}
+
+/// A server with one user owning 20 tasks, its list cached.
+struct Fixture {
+    app: tollgate::Running,
+    token: String,
+    rt: tokio::runtime::Runtime,
+}
+
+fn fixture() -> Option<Fixture> {
+    let (Ok(db), Ok(redis)) = (std::env::var("DATABASE_URL"), std::env::var("REDIS_URL")) else {
+        eprintln!("service/loopback benches skipped: DATABASE_URL and REDIS_URL are not set (use scripts/bench.sh)");
+        return None;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().ok()?;
+    let map: HashMap<String, String> = [
+        ("DATABASE_URL", db.as_str()),
+        ("REDIS_URL", redis.as_str()),
+        ("BIND_ADDR", "127.0.0.1:0"),
+        ("RUST_LOG", "error"),
+        ("REDIS_KEY_PREFIX", &format!("bench{}", std::process::id())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = tollgate::Config::from_source(&map).ok()?;
+    let app = rt.block_on(async { tollgate::App::build(config).await.map(tollgate::App::spawn) }).ok()?;
+    let st = app.state.clone();
+    let email = format!("bench-{}@tollgate.example", std::process::id());
+    let token = rt.block_on(async move {
+        let json = |body: String| {
+            Request::post("/x").header("content-type", "application/json").body(Full::new(Bytes::from(body)))
+        };
+        let mut reg = json(format!(r#"{{"email":"{email}","password":"bench-password-1"}}"#)).ok()?;
+        *reg.uri_mut() = "/auth/register".parse().ok()?;
+        st.handle(reg).await;
+        let mut login = json(format!(r#"{{"email":"{email}","password":"bench-password-1"}}"#)).ok()?;
+        *login.uri_mut() = "/auth/login".parse().ok()?;
+        let body = st.handle(login).await.into_body().collect().await.ok()?.to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        let token = v["access_token"].as_str()?.to_owned();
+        for i in 0..20 {
+            let mut r = json(format!(r#"{{"title":"bench task {i}"}}"#)).ok()?;
+            *r.uri_mut() = "/tasks".parse().ok()?;
+            r.headers_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
+            st.handle(r).await;
+        }
+        Some(token)
+    })?;
+    Some(Fixture { app, token, rt })
+}
+
+fn get(path: &str, token: Option<&str>) -> Request<Full<Bytes>> {
+    let mut b = Request::get(path);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(Full::new(Bytes::new())).unwrap_or_default()
+}
+
+fn service_and_loopback(c: &mut Criterion) {
+    let Some(f) = fixture() else { return };
+    let st = f.app.state.clone();
+    let token = f.token.clone();
+    // Warm the cache: the benches measure hits.
+    f.rt.block_on(st.handle(get("/tasks", Some(&token))));
+    let mut g = c.benchmark_group("service");
+    g.bench_function("get_tasks_cache_hit_20", |b| {
+        b.to_async(&f.rt).iter(|| {
+            let st = Arc::clone(&st);
+            let req = get("/tasks", Some(&token));
+            async move { st.handle(req).await.status() }
+        })
+    });
+    g.bench_function("healthz", |b| {
+        b.to_async(&f.rt).iter(|| {
+            let st = Arc::clone(&st);
+            async move { st.handle(get("/healthz", None)).await.status() }
+        })
+    });
+    g.finish();
+
+    // Over loopback: a client on criterion's runtime, the server on its own.
+    let client_rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return eprintln!("loopback benches skipped: {e}"),
+    };
+    let addr = f.app.addr;
+    let sender = client_rt.block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
+        tokio::spawn(conn);
+        Some(sender)
+    });
+    let Some(sender) = sender else {
+        return eprintln!("loopback benches skipped: cannot connect to {addr}");
+    };
+    let sender = Arc::new(tokio::sync::Mutex::new(sender));
+    let mut g = c.benchmark_group("loopback");
+    for (name, path, auth) in [("get_tasks_cache_hit_20", "/tasks", true), ("healthz", "/healthz", false)] {
+        g.bench_function(name, |b| {
+            b.to_async(&client_rt).iter(|| {
+                let sender = Arc::clone(&sender);
+                let req = get(path, auth.then_some(token.as_str()));
+                async move {
+                    let mut s = sender.lock().await;
+                    let resp = s.send_request(req).await.ok()?;
+                    let status = resp.status();
+                    resp.into_body().collect().await.ok()?;
+                    Some(status)
+                }
+            })
+        });
+    }
+    g.finish();
+    drop(sender);
+    f.rt.block_on(f.app.stop());
+}
+
+criterion_group!(benches, jwt, passwords, http, revocation, service_and_loopback);
+criterion_main!(benches);
