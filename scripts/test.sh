@@ -2,7 +2,8 @@
 # The test command (README, .ci/run): installs PostgreSQL and Redis when
 # missing, starts throwaway instances on free ports, runs every test of the
 # workspace against them, and stops them whatever the outcome.
-# Extra arguments go to `cargo test` (e.g. a test name filter).
+# --all-targets also builds the benches and runs each once (criterion test
+# mode) and builds the examples. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec scripts/with-services.sh cargo test --workspace --locked "$@"
+exec scripts/with-services.sh cargo test --workspace --locked --all-targets "$@"

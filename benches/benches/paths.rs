@@ -38,6 +38,7 @@ fn jwt(c: &mut Criterion) {
         b.iter(|| t.issue(black_box(42), 7, tollgate::auth::token::Role::User, "jti".into()))
     });
     g.bench_function("verify_access", |b| b.iter(|| t.verify(black_box(&token), TokenType::Access)));
+    g.bench_function("verify_access_cached", |b| b.iter(|| t.verify_access(black_box(&token))));
     g.finish();
 }
 

@@ -12,7 +12,7 @@
 use crate::auth::password::Passwords;
 use crate::auth::revocation::Revocation;
 use crate::auth::throttle::LoginThrottle;
-use crate::auth::token::{Principal, TokenType, Tokens};
+use crate::auth::token::{Principal, Tokens};
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::error::ApiError;
@@ -93,12 +93,12 @@ impl AppState {
     }
 
     /// The verified access token of a request (no revocation check).
-    pub fn principal<B>(&self, req: &Request<B>) -> Result<Principal, ApiError> {
-        self.tokens.verify(bearer(req)?, TokenType::Access).map_err(ApiError::invalid_token)
+    pub fn principal<B>(&self, req: &Request<B>) -> Result<Arc<Principal>, ApiError> {
+        self.tokens.verify_access(bearer(req)?).map_err(ApiError::invalid_token)
     }
 
     /// A verified access token that is not revoked.
-    pub async fn authenticate<B>(&self, req: &Request<B>) -> Result<Principal, ApiError> {
+    pub async fn authenticate<B>(&self, req: &Request<B>) -> Result<Arc<Principal>, ApiError> {
         let p = self.principal(req)?;
         self.revocation.check(&p, None).await?;
         Ok(p)

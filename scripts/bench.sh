@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Benchmarks and their regression gates (README, "Benchmarks").
+#
+#   scripts/bench.sh save [NAME]                 criterion: run every bench, save as baseline NAME (main)
+#   scripts/bench.sh check [NAME] [--threshold PCT]
+#                                                criterion: compare with baseline NAME; exit 1 on a
+#                                                significant slow-down beyond PCT (10)
+#   scripts/bench.sh instructions save           callgrind: store counts in benches/baselines/instructions.json
+#   scripts/bench.sh instructions check [--threshold PCT]
+#                                                callgrind: compare with that file; exit 1 beyond PCT (2)
+#
+# The service and loopback benches need PostgreSQL and Redis: started here
+# as throwaway instances unless DATABASE_URL and REDIS_URL are set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_valgrind() {
+  command -v valgrind >/dev/null && return
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    echo "bench: installing valgrind from Debian's packages" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >&2
+  else
+    echo "bench: valgrind is not installed (apt-get install valgrind)" >&2; exit 2
+  fi
+}
+
+baseline_file=benches/baselines/instructions.json
+case "${1:-}" in
+  save)
+    name=${2:-main}
+    exec scripts/with-services.sh cargo bench --locked -p tollgate-benches --bench paths -- --save-baseline "$name" ;;
+  check)
+    shift; name=main
+    if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then name=$1; shift; fi
+    threshold=10
+    while [ $# -gt 0 ]; do case "$1" in --threshold) threshold=$2; shift 2;; *) echo "bench: unknown option $1" >&2; exit 2;; esac; done
+    scripts/with-services.sh cargo bench --locked -p tollgate-benches --bench paths -- --baseline "$name"
+    cargo run --locked --release -q -p tollgate-benches --bin bench-gate -- --baseline "$name" --threshold "$threshold" ;;
+  instructions)
+    need_valgrind
+    cargo build --locked --release -q -p tollgate-benches --bin instructions
+    case "${2:-check}" in
+      save) target/release/instructions measure --out "$baseline_file"; cat "$baseline_file" ;;
+      check) shift 2 || true; target/release/instructions check "$baseline_file" "$@" ;;
+      *) echo "usage: $0 instructions save|check [--threshold PCT]" >&2; exit 2 ;;
+    esac ;;
+  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+esac
