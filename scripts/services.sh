@@ -6,6 +6,8 @@
 #                                  (use: eval "$(scripts/services.sh start)")
 #   scripts/services.sh stop DIR   stop what `start` started in DIR and delete it
 #   scripts/services.sh install    only make sure the servers are installed
+#   scripts/services.sh apt PKG... install Debian packages the same way (no
+#                                  packaged service is started)
 #
 # Installs Debian's postgresql and redis-server when they are missing and we
 # are root; otherwise says what to install. Nothing here touches a system-wide
@@ -142,5 +144,6 @@ case "${1:-}" in
   start) start ;;
   stop) shift; stop "$@" ;;
   install) install ;;
-  *) echo "usage: $0 start | stop DIR | install" >&2; exit 64 ;;
+  apt) shift; apt_install "$@" ;;
+  *) echo "usage: $0 start | stop DIR | install | apt PKG..." >&2; exit 64 ;;
 esac
