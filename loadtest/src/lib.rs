@@ -115,8 +115,9 @@ async fn attack(
     a = *a.set_default(GooseDefault::Users, DEFAULT_USERS)?;
     a = *a.set_default(GooseDefault::IncreaseRate, users.as_str())?;
     a = *a.set_default(GooseDefault::RunTime, DEFAULT_RUN_TIME)?;
+    // The telnet controller binds a fixed port: back-to-back attacks (and
+    // parallel runs) would clash on it.
     a = *a.set_default(GooseDefault::NoTelnet, true)?;
-    a = *a.set_default(GooseDefault::NoWebSocket, true)?;
     a = *a.set_default(GooseDefault::NoPrintMetrics, true)?;
     a = *a.set_default(GooseDefault::Quiet, 1)?;
     if let Some(r) = report.and_then(Path::to_str) {
