@@ -30,8 +30,10 @@ pub enum CheckSource {
     Redis,
     /// PostgreSQL (Redis down, lost its state, or being rebuilt).
     Db,
-    /// This process's memory (a revocation it made itself and could not yet
-    /// write to Redis).
+    /// This process's memory. Part of the contract's label set for
+    /// implementations that keep one; this server never answers a revocation
+    /// check from memory (it would miss other instances' revocations), so
+    /// the series stays at 0.
     Local,
 }
 

@@ -62,6 +62,20 @@ struct UserOut {
     status_updated_at: Option<String>,
 }
 
+impl UserOut {
+    /// From `id, email, role, status, created_at[, status_updated_at]`.
+    fn from_row(r: &tokio_postgres::Row) -> Self {
+        Self {
+            id: r.get(0),
+            email: r.get(1),
+            role: r.get(2),
+            status: r.get(3),
+            created_at: ts(&r.get(4)),
+            status_updated_at: (r.len() > 5).then(|| ts(&r.get(5))),
+        }
+    }
+}
+
 /// A user as the login needs it.
 pub struct LoginUser {
     id: i64,
@@ -101,14 +115,7 @@ impl Db {
     async fn insert_user(&self, email: &str, hash: &str) -> Result<Option<UserOut>, DbError> {
         let c = self.conn().await?;
         let row = c.client.query_opt(&c.st.insert_user, &[&email, &hash]).await.map_err(|e| self.fail(e))?;
-        Ok(row.map(|r| UserOut {
-            id: r.get(0),
-            email: r.get(1),
-            role: r.get(2),
-            status: r.get(3),
-            created_at: ts(&r.get(4)),
-            status_updated_at: None,
-        }))
+        Ok(row.as_ref().map(UserOut::from_row))
     }
 
     async fn user_for_login(&self, email: &str) -> Result<Option<LoginUser>, DbError> {
@@ -125,14 +132,7 @@ impl Db {
     async fn user_by_id(&self, uid: i64) -> Result<Option<UserOut>, DbError> {
         let c = self.conn().await?;
         let row = c.client.query_opt(&c.st.user_by_id, &[&uid]).await.map_err(|e| self.fail(e))?;
-        Ok(row.map(|r| UserOut {
-            id: r.get(0),
-            email: r.get(1),
-            role: r.get(2),
-            status: r.get(3),
-            created_at: ts(&r.get(4)),
-            status_updated_at: Some(ts(&r.get(5))),
-        }))
+        Ok(row.as_ref().map(UserOut::from_row))
     }
 
     /// A new session for a user still active now; its id, or None.
