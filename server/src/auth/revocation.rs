@@ -18,7 +18,7 @@
 //! "Revocation" rule 2).
 //!
 //! # The hot path (flow A)
-//! After the JWT verifies, ONE Redis round trip (a pipeline) fetches
+//! After the JWT verifies, ONE Redis command (an MGET) fetches
 //! `epoch`, the user's `nbf` (`MIN:a` or `MIN:b`, b = blocked) and the
 //! session's `sess` key, plus, for `GET /tasks`, the cache's generation tag
 //! and page (see `tasks::cache`). The decision needs nothing else.
