@@ -4,7 +4,8 @@
 #   scripts/bench.sh save [NAME]                 criterion: run every bench, save as baseline NAME (main)
 #   scripts/bench.sh check [NAME] [--threshold PCT]
 #                                                criterion: compare with baseline NAME; exit 1 on a
-#                                                significant slow-down beyond PCT (10)
+#                                                significant slow-down beyond PCT (10) that a second
+#                                                measurement of the flagged benches confirms
 #   scripts/bench.sh instructions save           callgrind: store counts in benches/baselines/instructions.json
 #   scripts/bench.sh instructions check [--threshold PCT]
 #                                                callgrind: compare with that file; exit 1 beyond PCT (2)
@@ -34,8 +35,20 @@ case "${1:-}" in
     if [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; then name=$1; shift; fi
     threshold=10
     while [ $# -gt 0 ]; do case "$1" in --threshold) threshold=$2; shift 2;; *) echo "bench: unknown option $1" >&2; exit 2;; esac; done
+    gate() { cargo run --locked --release -q -p tollgate-benches --bin bench-gate -- \
+               --baseline "$name" --threshold "$threshold" --regressed target/criterion/regressed.txt; }
     scripts/with-services.sh cargo bench --locked -p tollgate-benches --bench paths -- --baseline "$name"
-    cargo run --locked --release -q -p tollgate-benches --bin bench-gate -- --baseline "$name" --threshold "$threshold" ;;
+    rc=0; gate || rc=$?
+    if [ "$rc" -eq 1 ] && [ -s target/criterion/regressed.txt ]; then
+      # A shared machine has bursts of noise that are "significant" within
+      # one run. Measure only the flagged benches once more; fail if they
+      # regress again.
+      filter="^($(paste -sd'|' target/criterion/regressed.txt))\$"
+      echo "bench: measuring the flagged benches again: $filter"
+      scripts/with-services.sh cargo bench --locked -p tollgate-benches --bench paths -- --baseline "$name" "$filter"
+      rc=0; gate || rc=$?
+    fi
+    exit "$rc" ;;
   instructions)
     need_valgrind
     cargo build --locked --release -q -p tollgate-benches --bin instructions
