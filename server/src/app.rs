@@ -164,6 +164,7 @@ impl AppState {
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        crate::http::check_declared_length(&req)?;
         // A path id that is not a positive integer names nothing.
         let id = match id {
             Some(None) => return Err(ApiError::NotFound),

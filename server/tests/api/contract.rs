@@ -104,6 +104,23 @@ async fn bodies_need_json_content_type_and_at_most_64_kib() {
     assert_eq!(r.status(), 413, "chunked body over the limit");
 }
 
+#[tokio::test]
+async fn an_oversized_body_is_413_even_on_routes_that_ignore_bodies() {
+    let app = spawn_app().await;
+    let u = app.new_user().await;
+    let r = app
+        .client
+        .post(app.at("/auth/logout"))
+        .bearer_auth(&u.access)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70 * 1024])
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(r.status(), 413);
+    assert_eq!(app.get("/me", &u.access).await.status(), 200, "the logout did not happen");
+}
+
 fn futures_stream(n: usize) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::iter((0..n / 1024).map(|_| Ok(vec![b' '; 1024])))
 }

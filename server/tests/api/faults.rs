@@ -59,3 +59,60 @@ async fn shutdown_finishes_requests_already_accepted() {
     assert_eq!(inflight.await.expect("join").expect("answered"), 200);
     assert!(app.client.get(app.at("/healthz")).send().await.is_err(), "no longer accepting");
 }
+
+#[tokio::test]
+async fn an_exhausted_pool_answers_503_after_the_checkout_timeout() {
+    let app = spawn_with(Options::default().env("PG_POOL_SIZE", "1").env("POOL_TIMEOUT_MS", "300")).await;
+    let admin = app.admin().await;
+    let u = app.new_user().await;
+    // A row lock held here makes the status change wait inside PostgreSQL
+    // while it holds the pool's only connection.
+    let mut sql = app.sql().await;
+    let tx = sql.transaction().await.expect("begin");
+    tx.query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&u.id]).await.expect("lock");
+    let (client, url, token) = (app.client.clone(), app.at(&format!("/admin/users/{}/status", u.id)), admin.clone());
+    let held = tokio::spawn(async move {
+        client
+            .patch(url)
+            .bearer_auth(token)
+            .json(&json!({"status": "banned"}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let r = app.get("/me", &admin).await;
+    assert_eq!(r.status(), 503, "no connection within the checkout timeout");
+    assert!(start.elapsed() < Duration::from_secs(3), "answered, not piled up: {:?}", start.elapsed());
+    tx.rollback().await.expect("release");
+    assert_eq!(held.await.expect("join").expect("answered"), 200, "the held request completes once unblocked");
+    assert_eq!(app.get("/me", &admin).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_with(Options::default().env("HEADER_READ_TIMEOUT_SECS", "1")).await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.expect("partial head");
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the server acted within 5 s")
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.contains(" 408 "), "closed or 408, got {text:?}");
+    assert_eq!(app.client.get(app.at("/healthz")).send().await.expect("req").status(), 200);
+}
+
+#[tokio::test]
+async fn a_header_flood_is_refused_without_harm() {
+    let app = spawn_app().await;
+    let r = app.client.get(app.at("/healthz")).header("x-flood", "a".repeat(1024 * 1024)).send().await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(_) => {} // closed before answering: also a refusal
+    }
+    assert_eq!(app.client.get(app.at("/healthz")).send().await.expect("req").status(), 200);
+}
