@@ -275,3 +275,38 @@ pub fn verdict(s: &Summary) -> Option<String> {
     }
     if why.is_empty() { None } else { Some(why.join("; ")) }
 }
+
+/// Medians of `POST /auth/login` for an unknown email and for a known email
+/// with a wrong password, interleaved, `tries` each, one at a time. Both must
+/// cost the same (the server verifies unknown emails against a dummy hash),
+/// or the response time tells an attacker which emails exist. Attempts are
+/// spread so that no email reaches the failed-login limit (a fast 429 would
+/// skew the numbers).
+pub async fn login_timing(base: &str, tries: usize) -> anyhow::Result<(f64, f64)> {
+    let client = setup::client()?;
+    let per_account = 5; // well under the default limit of 10 failures
+    let accounts = setup::accounts(&client, base, "timing", tries.div_ceil(per_account), 0).await?;
+    let mut unknown = Vec::with_capacity(tries);
+    let mut wrong = Vec::with_capacity(tries);
+    let nonce = rand::random::<u32>();
+    let time = |email: String| {
+        let client = client.clone();
+        async move {
+            let body = serde_json::json!({"email": email, "password": "not-the-password"});
+            let start = std::time::Instant::now();
+            let r = client.post(format!("{base}/auth/login")).json(&body).send().await?;
+            let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+            anyhow::ensure!(r.status().as_u16() == 401, "expected 401 for {email}, got {}", r.status());
+            Ok::<f64, anyhow::Error>(elapsed)
+        }
+    };
+    for i in 0..tries {
+        unknown.push(time(format!("nobody-{nonce}-{i}@tollgate-loadtest.example")).await?);
+        wrong.push(time(accounts[i / per_account].email.clone()).await?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok((median(&mut unknown), median(&mut wrong)))
+}

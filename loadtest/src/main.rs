@@ -17,6 +17,7 @@ USAGE:
   tollgate-loadtest [run] [SCENARIO ...] [OPTIONS] [-- GOOSE OPTIONS]
   tollgate-loadtest compare BASELINE.json CURRENT.json [--max-rps-drop PCT] [--max-p99-rise PCT]
   tollgate-loadtest merge OUT.json IN.json ...
+  tollgate-loadtest login-timing --host URL [--tries N]
   tollgate-loadtest list
 
 SCENARIOS: cached-read (default), miss-and-write, login, refresh, revocation, mixed, all
@@ -76,6 +77,7 @@ fn main() -> ExitCode {
         }
         Some("compare") => compare(&args[1..]),
         Some("merge") => merge(&args[1..]),
+        Some("login-timing") => login_timing(&args[1..]),
         Some("run") => run_cmd(&args[1..], goose_args),
         _ => run_cmd(&args, goose_args),
     }
@@ -145,6 +147,52 @@ fn merge(args: &[String]) -> ExitCode {
     }
     print!("{}", summary::table(&merged));
     ExitCode::SUCCESS
+}
+
+/// Unknown email against wrong password: medians and their difference.
+fn login_timing(args: &[String]) -> ExitCode {
+    let mut host = None;
+    let mut tries = 300usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--host", Some(h)) => host = Some(h.clone()),
+            ("--tries", Some(n)) => match n.parse() {
+                Ok(n) if n > 0 => tries = n,
+                _ => return usage("--tries needs a positive number"),
+            },
+            _ => return usage(&format!("login-timing: unexpected {a}")),
+        }
+    }
+    let Some(host) = host else { return usage("login-timing needs --host URL") };
+    if !tollgate_loadtest::target::is_loopback(&host) {
+        return usage("login-timing only targets loopback addresses");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tollgate-loadtest: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(tollgate_loadtest::login_timing(host.trim_end_matches('/'), tries)) {
+        Ok((unknown, wrong)) => {
+            let diff = (unknown - wrong).abs() / wrong.max(unknown) * 100.0;
+            println!(
+                "login timing over {tries} tries each: unknown email median {unknown:.2} ms, wrong password median {wrong:.2} ms, difference {diff:.1}%"
+            );
+            if diff < 10.0 {
+                ExitCode::SUCCESS
+            } else {
+                println!("the difference is 10% or more: response time reveals which emails exist");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("tollgate-loadtest: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_cmd(args: &[String], goose_args: Vec<String>) -> ExitCode {

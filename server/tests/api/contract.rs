@@ -197,3 +197,66 @@ async fn health_readiness_and_metrics_answer() {
     assert!(app.metric(r#"auth_events_total{event="login",outcome="success"}"#).await >= 1.0);
     assert!(app.metric("password_hash_duration_seconds_count").await >= 2.0);
 }
+
+/// A token signed with the server's (development) key whose header and
+/// payload are whatever the test wants: only the claim checks can refuse it.
+fn forge(header: &str, payload: &str) -> String {
+    use base64_url as b64;
+    let h = b64(header.as_bytes());
+    let p = b64(payload.as_bytes());
+    let key = jsonwebtoken::EncodingKey::from_secret(tollgate::config::DEV_JWT_SECRET.as_bytes());
+    let sig =
+        jsonwebtoken::crypto::sign(format!("{h}.{p}").as_bytes(), &key, jsonwebtoken::Algorithm::HS256).expect("sign");
+    format!("{h}.{p}.{sig}")
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn signed_tokens_with_bad_headers_or_claims_are_refused() {
+    let app = spawn_app().await;
+    let u = app.new_user().await;
+    let me = app.get("/me", &u.access).await;
+    assert_eq!(me.status(), 200);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    // The user's live session: every case below is valid but for its one defect.
+    let sid = app.state.tokens.verify(&u.access, tollgate::auth::token::TokenType::Access).expect("valid").session_id;
+    let claims = |extra: &str| {
+        format!(
+            r#"{{"sub":"{}","sid":"{sid}","jti":"j","iat":{now},"exp":{},"typ":"access","role":"user"{extra}}}"#,
+            u.id,
+            now + 600
+        )
+    };
+    let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+    // The control: with nothing wrong, the forged token is accepted, so each
+    // 401 below comes from the defect it carries.
+    assert_eq!(app.get("/me", &forge(hs256, &claims(""))).await.status(), 200);
+    let cases = [
+        ("RS256 header (HS/RS confusion)", forge(r#"{"alg":"RS256","typ":"JWT"}"#, &claims(""))),
+        ("HS512 header", forge(r#"{"alg":"HS512","typ":"JWT"}"#, &claims(""))),
+        ("alg none", forge(r#"{"alg":"none"}"#, &claims(""))),
+        ("unknown claim", forge(hs256, &claims(r#","admin":true"#))),
+        ("duplicate sub", forge(hs256, &claims(&format!(r#","sub":"{}""#, u.id + 1)))),
+        ("missing sid", forge(hs256, &claims("").replace(&format!(r#""sid":"{sid}","#), ""))),
+        ("typ refresh", forge(hs256, &claims("").replace("\"access\"", "\"refresh\""))),
+        ("sub not a number", forge(hs256, &claims("").replacen(&format!(r#""sub":"{}""#, u.id), r#""sub":"x""#, 1))),
+        ("payload not JSON", forge(hs256, "not json")),
+        ("10 KiB token", format!("{}.{}.x", "a".repeat(5000), "b".repeat(5000))),
+    ];
+    for (what, token) in cases {
+        let r = app.get("/me", &token).await;
+        assert_eq!(r.status(), 401, "{what}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"invalid_token\"", "{what}");
+    }
+}
