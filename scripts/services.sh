@@ -8,6 +8,8 @@
 #   scripts/services.sh install    only make sure the servers are installed
 #   scripts/services.sh apt PKG... install Debian packages the same way (no
 #                                  packaged service is started)
+#   scripts/services.sh pg-stop DIR / pg-start DIR
+#                                  stop or start the PostgreSQL of DIR (fault tests)
 #
 # Installs Debian's postgresql and redis-server when they are missing and we
 # are root; otherwise says what to install. Nothing here touches a system-wide
@@ -145,5 +147,7 @@ case "${1:-}" in
   stop) shift; stop "$@" ;;
   install) install ;;
   apt) shift; apt_install "$@" ;;
+  pg-stop) as_pg "$(cat "$2/pg_bindir")/pg_ctl" -D "$2/pg/data" -m fast -w stop >/dev/null ;;
+  pg-start) as_pg "$(cat "$2/pg_bindir")/pg_ctl" -D "$2/pg/data" -l "$2/pg/server.log" -w start >/dev/null ;;
   *) echo "usage: $0 start | stop DIR | install | apt PKG..." >&2; exit 64 ;;
 esac

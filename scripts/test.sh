@@ -2,10 +2,12 @@
 # The test command (README, .ci/run): installs PostgreSQL and Redis when
 # missing, starts throwaway instances on free ports, runs every test of the
 # workspace against them, then the dashboards test against a live Prometheus
-# (installed when missing), and stops everything whatever the outcome.
+# (installed when missing), then the fault scenarios under load
+# (scripts/faults.sh, debug builds), and stops everything whatever the outcome.
 # --all-targets also builds the benches and runs each once (criterion test
 # mode) and builds the examples. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec scripts/with-services.sh bash -c \
-  'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh' test.sh "$@"
+  'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh && PROFILE=debug scripts/faults.sh all' \
+  test.sh "$@"

@@ -177,7 +177,10 @@ async fn run_against(
     let client = setup::client()?;
     eprintln!("loadtest: setting up {} accounts with {} tasks each", opts.accounts, opts.tasks);
     let accounts = setup::accounts(&client, &base, "user", opts.accounts.max(1), opts.tasks).await?;
-    let wants_revocation = names.iter().any(|n| n == "revocation");
+    let bans_in = |name: &str| {
+        name == "revocation" || (name == "mixed" && opts.mix.iter().any(|(n, w)| n == "revocation" && *w > 0))
+    };
+    let wants_revocation = names.iter().any(|n| bans_in(n));
     let (victims, admin_token) = if wants_revocation {
         let (email, password) = opts
             .admin
@@ -216,8 +219,8 @@ async fn run_against(
             "mixed" => scenarios::mixed(&shared, &opts.mix)?,
             other => anyhow::bail!("unknown scenario {other}"),
         };
-        let driver = match (name.as_str(), &admin_token) {
-            ("revocation", Some(token)) => {
+        let driver = match (bans_in(name), &admin_token) {
+            (true, Some(token)) => {
                 let stop = Arc::new(AtomicBool::new(false));
                 let h = tokio::spawn(scenarios::drive_bans(
                     shared.clone(),

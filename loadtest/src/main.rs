@@ -32,7 +32,8 @@ RUN OPTIONS:
   --tasks N             tasks per account, the cached page's size (20)
   --victims N           accounts banned and re-activated by `revocation` (8)
   --ban-hold-ms N       how long each ban lasts, and each pause between bans (300)
-  --mix NAME=W,...      weights of `mixed` (cached-read=70,miss-and-write=15,refresh=10,login=5)
+  --mix NAME=W,...      weights of `mixed` (cached-read=70,miss-and-write=15,refresh=10,login=5);
+                        revocation=W adds banned victims and the accepted-after-ban check
   --no-calibrate        skip measuring the generator's ceiling on GET /healthz
   --calibrate-secs N    length of that measurement (10)
   --admin-email E / --admin-password P

@@ -430,7 +430,10 @@ pub fn mixed(shared: &Arc<Shared>, mix: &[(String, usize)]) -> anyhow::Result<Ve
             "miss-and-write" => miss_and_write(shared),
             "login" => login_scenario(shared),
             "refresh" => refresh(shared),
-            other => anyhow::bail!("--mix: {other} is not one of cached-read, miss-and-write, login, refresh"),
+            "revocation" => revocation(shared),
+            other => {
+                anyhow::bail!("--mix: {other} is not one of cached-read, miss-and-write, login, refresh, revocation")
+            }
         };
         out.push(s.set_weight(*weight)?);
     }

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Faults under load, each bounded in time, loopback only. Each scenario
+# prints what it measured and the invariant it checked; the last line is
+# "N passed, N failed".
+#
+#   scripts/faults.sh [redis|postgres|sigterm|all]      (default: all)
+#
+#   redis     a mixed load (including banned victims) while Redis is killed,
+#             restarted empty, then flushed: no request of a banned user
+#             accepted, no 5xx, and the server goes back to Redis by itself.
+#   postgres  a mixed load while PostgreSQL is stopped for 4 s: 503s while it
+#             is down, no answer slower than the pool timeout, recovery
+#             without a restart, and every acknowledged write still there.
+#   sigterm   SIGTERM during a load run: the server drains and exits 0
+#             within its grace period.
+#
+# Starts its own PostgreSQL and Redis (scripts/with-services.sh); the
+# postgres scenario stops and starts that PostgreSQL, so it is skipped when
+# DATABASE_URL points at a server this script did not start.
+# PROFILE=debug uses debug builds (what scripts/test.sh does: they are built
+# already); the default is release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${DATABASE_URL:-}" ] || [ -z "${REDIS_URL:-}" ]; then
+  exec scripts/with-services.sh "$0" "$@"
+fi
+what=${1:-all}
+profile=${PROFILE:-release}
+if [ "$profile" = release ]; then
+  cargo build --locked --release -q -p tollgate -p tollgate-loadtest
+else
+  cargo build --locked -q -p tollgate -p tollgate-loadtest
+fi
+bin=target/$profile
+tmp=$(mktemp -d /tmp/tollgate-faults.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+passed=0; failed=0
+verdict() { # name condition-command...
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "  ok    $name"; else failed=$((failed + 1)); echo "  FAIL  $name"; fi
+}
+free_port() {
+  local p
+  while :; do p=$(( 20000 + RANDOM % 40000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done
+}
+wait_http() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; return 1; }
+admin_email=faults-admin@tollgate.example; admin_password=faults-admin-password
+
+start_redis() { # port
+  redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no >>"$tmp/redis.log" 2>&1 &
+  redis_pid=$!; pids+=("$redis_pid")
+  for _ in $(seq 1 50); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1
+}
+start_server() { # name redis_port [VAR=value ...]
+  local name=$1 rport=$2; shift 2
+  app_port=$(free_port)
+  env BIND_ADDR="127.0.0.1:$app_port" REDIS_URL="redis://127.0.0.1:$rport" REDIS_KEY_PREFIX="f$RANDOM" \
+    ADMIN_EMAIL=$admin_email ADMIN_PASSWORD=$admin_password RUST_LOG=warn "$@" \
+    "$bin/tollgate" >"$tmp/$name-server.log" 2>&1 &
+  server_pid=$!; pids+=("$server_pid")
+  app=http://127.0.0.1:$app_port
+  wait_http "$app/healthz" || { cat "$tmp/$name-server.log"; echo "server did not start"; exit 1; }
+}
+start_load() { # name scenario run_time [args...]; returns when the measured run starts
+  local name=$1 scenario=$2 secs=$3; shift 3
+  "$bin/tollgate-loadtest" "$scenario" --host "$app" --admin-email "$admin_email" --admin-password "$admin_password" \
+    --no-calibrate --accounts 16 --victims 4 --out "$tmp/$name" "$@" -- --users 16 --increase-rate 16 --run-time "$secs" \
+    >"$tmp/$name-load.log" 2>&1 &
+  load_pid=$!; pids+=("$load_pid")
+  for _ in $(seq 1 600); do grep -q "loadtest: running" "$tmp/$name-load.log" && return 0; sleep 0.1; done
+  cat "$tmp/$name-load.log"; echo "load did not start"; exit 1
+}
+sum_metric() { # regex over series lines of /metrics
+  curl -s "$app/metrics" | awk -v re="$1" '$0 ~ re {s += $NF} END {printf "%d", s}'
+}
+summary() { # name python-expression over the scenario summary `s`
+  python3 -c "import json,sys; s=json.load(open('$tmp/$1/summary.json'))['scenarios'][-1]; print($2)"
+}
+
+scenario_redis() {
+  echo "redis: mixed load with banned victims; Redis killed at +5 s, restarted empty at +9 s, FLUSHALL at +13 s"
+  local rport; rport=$(free_port)
+  start_redis "$rport"
+  start_server redis "$rport"
+  start_load redis mixed 20 --mix cached-read=55,miss-and-write=15,refresh=10,login=5,revocation=15
+  sleep 5; kill "$redis_pid"
+  sleep 4; start_redis "$rport"
+  sleep 4; redis-cli -p "$rport" flushall >/dev/null
+  wait "$load_pid" || true
+  local requests failures accepted fivexx db before after
+  requests=$(summary redis "s['requests']"); failures=$(summary redis "s['failures']")
+  accepted=$(summary redis "s['revocation']['accepted_after_ban']")
+  fivexx=$(sum_metric '^http_requests_total\\{.*status="5')
+  db=$(sum_metric '^revocation_checks_total\\{.*source="db"')
+  before=$(sum_metric '^revocation_checks_total\\{.*source="redis"')
+  local token; token=$(curl -s -X POST "$app/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"loadtest-user-1@tollgate-loadtest.example","password":"loadtest-password-1"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  for _ in 1 2 3 4 5; do curl -s -o /dev/null -H "authorization: Bearer $token" "$app/tasks"; sleep 0.2; done
+  after=$(sum_metric '^revocation_checks_total\\{.*source="redis"')
+  echo "  requests $requests, failures $failures, 5xx $fivexx, accepted after ban $accepted, checks answered by PostgreSQL $db"
+  verdict "no request of a banned user accepted" [ "$accepted" -eq 0 ]
+  verdict "no 5xx and no failed request" test "$fivexx" -eq 0 -a "$failures" -eq 0
+  verdict "back on Redis by itself (redis-sourced checks $before -> $after)" [ "$after" -gt "$before" ]
+  kill "$server_pid" "$redis_pid" 2>/dev/null || true
+}
+
+scenario_postgres() {
+  if [ -z "${TOLLGATE_SERVICES_DIR:-}" ]; then
+    echo "postgres: skipped (DATABASE_URL is not a PostgreSQL this script started)"; return
+  fi
+  echo "postgres: mixed load and a writer; PostgreSQL stopped at +5 s for 4 s"
+  local rport; rport=$(free_port)
+  start_redis "$rport"
+  start_server postgres "$rport" POOL_TIMEOUT_MS=1000
+  local token; token=$(curl -s -X POST "$app/auth/register" -H 'content-type: application/json' \
+    -d '{"email":"writer@tollgate.example","password":"writer-password"}' >/dev/null;
+    curl -s -X POST "$app/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"writer@tollgate.example","password":"writer-password"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  start_load postgres mixed 16
+  ( end=$((SECONDS + 15)); i=0
+    while [ $SECONDS -lt $end ]; do
+      i=$((i + 1))
+      out=$(curl -s -m 5 -w '\n%{http_code}' -X POST "$app/tasks" -H "authorization: Bearer $token" \
+        -H 'content-type: application/json' -d "{\"title\":\"fault write $i\"}") || true
+      [ "$(tail -n1 <<<"$out")" = 201 ] && head -n1 <<<"$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' >>"$tmp/acked"
+      sleep 0.02
+    done ) &
+  local writer=$!
+  sleep 5; scripts/services.sh pg-stop "$TOLLGATE_SERVICES_DIR"
+  local down_status; down_status=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$app/readyz")
+  sleep 4; scripts/services.sh pg-start "$TOLLGATE_SERVICES_DIR"
+  wait "$writer" || true
+  wait "$load_pid" || true
+  local requests failures max503 maxms acked missing=0 ready
+  requests=$(summary postgres "s['requests']"); failures=$(summary postgres "s['failures']")
+  maxms=$(summary postgres "max(r['max_ms'] for r in s['by_request'])")
+  max503=$(sum_metric '^http_requests_total\\{.*status="503"')
+  acked=$(wc -l <"$tmp/acked" 2>/dev/null || echo 0)
+  while read -r id; do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $token" "$app/tasks/$id")" = 200 ] || missing=$((missing + 1))
+  done <"$tmp/acked"
+  ready=$(curl -s -o /dev/null -w '%{http_code}' "$app/readyz")
+  echo "  requests $requests, failures $failures, 503s $max503, slowest answer ${maxms} ms, /readyz while down $down_status, acknowledged writes $acked, missing $missing"
+  verdict "503s while PostgreSQL is down" test "$max503" -gt 0 -a "$down_status" = 503
+  verdict "no answer slower than the pool timeout (1 s) plus 1 s" python3 -c "import sys; sys.exit(0 if $maxms < 2000 else 1)"
+  verdict "recovered without a restart (/readyz $ready)" [ "$ready" = 200 ]
+  verdict "every acknowledged write is there ($acked)" test "$missing" -eq 0 -a "$acked" -gt 0
+  kill "$server_pid" "$redis_pid" 2>/dev/null || true
+}
+
+scenario_sigterm() {
+  echo "sigterm: cached-read load; SIGTERM at +4 s, grace period 5 s"
+  local rport; rport=$(free_port)
+  start_redis "$rport"
+  start_server sigterm "$rport" SHUTDOWN_GRACE_SECS=5 RUST_LOG=info
+  start_load sigterm cached-read 8
+  sleep 4
+  local t0=$SECONDS rc=0
+  kill -TERM "$server_pid"
+  wait "$server_pid" || rc=$?
+  local took=$((SECONDS - t0))
+  wait "$load_pid" || true
+  local served; served=$(summary sigterm "s['requests'] - s['failures']")
+  echo "  exit code $rc after ${took} s; $served requests answered before the stop"
+  verdict "exited 0 within the grace period" test "$rc" -eq 0 -a "$took" -le 5
+  verdict "stopped accepting and drained (server log)" grep -q "all connections drained" "$tmp/sigterm-server.log"
+  kill "$redis_pid" 2>/dev/null || true
+}
+
+case "$what" in
+  redis) scenario_redis ;;
+  postgres) scenario_postgres ;;
+  sigterm) scenario_sigterm ;;
+  all) scenario_redis; scenario_postgres; scenario_sigterm ;;
+  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+esac
+echo "faults: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
