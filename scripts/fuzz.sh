@@ -5,7 +5,7 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET ...]    (default: 30 s, all)
 #
-# Installs cargo-fuzz from crates.io when missing. cargo fuzz passes
+# Installs cargo-fuzz (cargo install) when missing. cargo fuzz passes
 # nightly-only flags; the machine has one stable toolchain, whose sanitizer
 # runtimes are enough, so RUSTC_BOOTSTRAP=1 lets it accept them.
 # The committed corpus (fuzz/corpus/TARGET) seeds each run; new inputs go to

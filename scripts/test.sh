@@ -3,12 +3,14 @@
 # missing, starts throwaway instances on free ports, runs every test of the
 # workspace against them, then the dashboards test against a live Prometheus
 # (installed when missing), then the fault scenarios under load
-# (scripts/faults.sh, debug builds), then 10 s of each fuzz target
-# (scripts/fuzz.sh), and stops everything whatever the outcome.
+# (scripts/faults.sh, debug builds), the supply-chain checks (scripts/deny.sh),
+# then 10 s of each fuzz target (scripts/fuzz.sh), and stops everything
+# whatever the outcome.
 # --all-targets also builds the benches and runs each once (criterion test
 # mode) and builds the examples. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec scripts/with-services.sh bash -c \
-  'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh && PROFILE=debug scripts/faults.sh all && scripts/fuzz.sh 10' \
+  'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh && PROFILE=debug scripts/faults.sh all \
+   && scripts/deny.sh && scripts/fuzz.sh 10' \
   test.sh "$@"
