@@ -16,16 +16,8 @@ cd "$(dirname "$0")/.."
 
 command -v prometheus >/dev/null && command -v promtool >/dev/null || scripts/services.sh apt prometheus
 
-passed=0; failed=0
-check() { # name command...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "ok    $name"; else failed=$((failed + 1)); echo "FAIL  $name"; fi
-}
-free_port() {
-  local p
-  while :; do p=$(( 20000 + RANDOM % 40000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done
-}
-wait_http() { for _ in $(seq 1 150); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; return 1; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 check "dashboards match dashboards/generate.py" python3 dashboards/generate.py --check
 check "promtool check rules" promtool check rules dashboards/prometheus/rules.yml

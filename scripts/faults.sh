@@ -36,16 +36,8 @@ tmp=$(mktemp -d /tmp/tollgate-faults.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
-passed=0; failed=0
-verdict() { # name condition-command...
-  local name=$1; shift
-  if "$@"; then passed=$((passed + 1)); echo "  ok    $name"; else failed=$((failed + 1)); echo "  FAIL  $name"; fi
-}
-free_port() {
-  local p
-  while :; do p=$(( 20000 + RANDOM % 40000 )); (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }; done
-}
-wait_http() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; return 1; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 admin_email=faults-admin@tollgate.example; admin_password=faults-admin-password
 
 start_redis() { # port
@@ -101,9 +93,9 @@ scenario_redis() {
   for _ in 1 2 3 4 5; do curl -s -o /dev/null -H "authorization: Bearer $token" "$app/tasks"; sleep 0.2; done
   after=$(sum_metric '^revocation_checks_total\\{.*source="redis"')
   echo "  requests $requests, failures $failures, 5xx $fivexx, accepted after ban $accepted, checks answered by PostgreSQL $db"
-  verdict "no request of a banned user accepted" [ "$accepted" -eq 0 ]
-  verdict "no 5xx and no failed request" test "$fivexx" -eq 0 -a "$failures" -eq 0
-  verdict "back on Redis by itself (redis-sourced checks $before -> $after)" [ "$after" -gt "$before" ]
+  check "no request of a banned user accepted" [ "$accepted" -eq 0 ]
+  check "no 5xx and no failed request" test "$fivexx" -eq 0 -a "$failures" -eq 0
+  check "back on Redis by itself (redis-sourced checks $before -> $after)" [ "$after" -gt "$before" ]
   kill "$server_pid" "$redis_pid" 2>/dev/null || true
 }
 
@@ -145,10 +137,10 @@ scenario_postgres() {
   done <"$tmp/acked"
   ready=$(curl -s -o /dev/null -w '%{http_code}' "$app/readyz")
   echo "  requests $requests, failures $failures, 503s $max503, slowest answer ${maxms} ms, /readyz while down $down_status, acknowledged writes $acked, missing $missing"
-  verdict "503s while PostgreSQL is down" test "$max503" -gt 0 -a "$down_status" = 503
-  verdict "no answer slower than the pool timeout (1 s) plus 1 s" python3 -c "import sys; sys.exit(0 if $maxms < 2000 else 1)"
-  verdict "recovered without a restart (/readyz $ready)" [ "$ready" = 200 ]
-  verdict "every acknowledged write is there ($acked)" test "$missing" -eq 0 -a "$acked" -gt 0
+  check "503s while PostgreSQL is down" test "$max503" -gt 0 -a "$down_status" = 503
+  check "no answer slower than the pool timeout (1 s) plus 1 s" python3 -c "import sys; sys.exit(0 if $maxms < 2000 else 1)"
+  check "recovered without a restart (/readyz $ready)" [ "$ready" = 200 ]
+  check "every acknowledged write is there ($acked)" test "$missing" -eq 0 -a "$acked" -gt 0
   kill "$server_pid" "$redis_pid" 2>/dev/null || true
 }
 
@@ -166,8 +158,8 @@ scenario_sigterm() {
   wait "$load_pid" || true
   local served; served=$(summary sigterm "s['requests'] - s['failures']")
   echo "  exit code $rc after ${took} s; $served requests answered before the stop"
-  verdict "exited 0 within the grace period" test "$rc" -eq 0 -a "$took" -le 5
-  verdict "stopped accepting and drained (server log)" grep -q "all connections drained" "$tmp/sigterm-server.log"
+  check "exited 0 within the grace period" test "$rc" -eq 0 -a "$took" -le 5
+  check "stopped accepting and drained (server log)" grep -q "all connections drained" "$tmp/sigterm-server.log"
   kill "$redis_pid" 2>/dev/null || true
 }
 

@@ -60,16 +60,8 @@ install() {
   command -v redis-server >/dev/null || die "redis-server not found after install"
 }
 
-# A port nothing listens on (checked by connecting); random to make clashes
-# between concurrent runs unlikely.
-free_port() {
-  local p i
-  for i in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 40000 ))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  die "no free port found"
-}
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 # Run a command as the owner of the data folder: PostgreSQL refuses root.
 as_pg() {

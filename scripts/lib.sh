@@ -1,0 +1,28 @@
+# Helpers shared by the scripts in this folder (sourced, not run).
+
+# A loopback port nothing listens on (checked by connecting); random to make
+# clashes between concurrent runs unlikely.
+free_port() {
+  local p i
+  for i in $(seq 1 200); do
+    p=$(( 20000 + RANDOM % 40000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+# Waits up to 20 s for URL to answer 2xx.
+wait_http() {
+  local _
+  for _ in $(seq 1 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done
+  return 1
+}
+
+# check NAME COMMAND...: runs COMMAND, prints "ok NAME" or "FAIL NAME", counts.
+passed=0
+failed=0
+check() {
+  local name=$1; shift
+  if "$@"; then passed=$((passed + 1)); echo "ok    $name"; else failed=$((failed + 1)); echo "FAIL  $name"; fi
+}
