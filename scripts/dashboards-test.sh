@@ -30,12 +30,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 redis_port=$(free_port); app_port=$(free_port); prom_port=$(free_port)
-start_redis() {
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$tmp/redis.log" 2>&1 &
-  redis_pid=$!; pids+=("$redis_pid")
-  for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1
-}
-start_redis
+start_redis "$redis_port" "$tmp/redis.log"
 admin_email=dash-admin@tollgate.example; admin_password=dash-admin-password
 BIND_ADDR=127.0.0.1:$app_port REDIS_URL=redis://127.0.0.1:$redis_port REDIS_KEY_PREFIX=dash$RANDOM \
   ADMIN_EMAIL=$admin_email ADMIN_PASSWORD=$admin_password RUST_LOG=warn \
@@ -70,7 +65,7 @@ token=$(curl -s -X POST "$app/auth/login" -H 'content-type: application/json' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 kill "$redis_pid"; sleep 0.5
 for _ in $(seq 1 20); do curl -s -o /dev/null -H "authorization: Bearer $token" "$app/tasks"; done
-start_redis
+start_redis "$redis_port" "$tmp/redis.log"
 sleep 1
 for _ in $(seq 1 20); do curl -s -o /dev/null -H "authorization: Bearer $token" "$app/tasks"; done
 sleep 4   # a few more scrapes and rule evaluations

@@ -40,11 +40,6 @@ trap cleanup EXIT
 . scripts/lib.sh
 admin_email=faults-admin@tollgate.example; admin_password=faults-admin-password
 
-start_redis() { # port
-  redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no >>"$tmp/redis.log" 2>&1 &
-  redis_pid=$!; pids+=("$redis_pid")
-  for _ in $(seq 1 50); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1
-}
 start_server() { # name redis_port [VAR=value ...]
   local name=$1 rport=$2; shift 2
   app_port=$(free_port)
@@ -74,11 +69,11 @@ summary() { # name python-expression over the scenario summary `s`
 scenario_redis() {
   echo "redis: mixed load with banned victims; Redis killed at +5 s, restarted empty at +9 s, FLUSHALL at +13 s"
   local rport; rport=$(free_port)
-  start_redis "$rport"
+  start_redis "$rport" "$tmp/redis.log"
   start_server redis "$rport"
   start_load redis mixed 20 --mix cached-read=55,miss-and-write=15,refresh=10,login=5,revocation=15
   sleep 5; kill "$redis_pid"
-  sleep 4; start_redis "$rport"
+  sleep 4; start_redis "$rport" "$tmp/redis.log"
   sleep 4; redis-cli -p "$rport" flushall >/dev/null
   wait "$load_pid" || true
   local requests failures accepted fivexx db before after
@@ -105,7 +100,7 @@ scenario_postgres() {
   fi
   echo "postgres: mixed load and a writer; PostgreSQL stopped at +5 s for 4 s"
   local rport; rport=$(free_port)
-  start_redis "$rport"
+  start_redis "$rport" "$tmp/redis.log"
   start_server postgres "$rport" POOL_TIMEOUT_MS=1000
   local token; token=$(curl -s -X POST "$app/auth/register" -H 'content-type: application/json' \
     -d '{"email":"writer@tollgate.example","password":"writer-password"}' >/dev/null;
@@ -147,7 +142,7 @@ scenario_postgres() {
 scenario_sigterm() {
   echo "sigterm: cached-read load; SIGTERM at +4 s, grace period 5 s"
   local rport; rport=$(free_port)
-  start_redis "$rport"
+  start_redis "$rport" "$tmp/redis.log"
   start_server sigterm "$rport" SHUTDOWN_GRACE_SECS=5 RUST_LOG=info
   start_load sigterm cached-read 8
   sleep 4

@@ -19,6 +19,17 @@ wait_http() {
   return 1
 }
 
+# start_redis PORT LOG: a throwaway redis-server on loopback (no
+# persistence, so a restart is empty); sets redis_pid and adds it to the
+# caller's pids array; waits until it answers.
+start_redis() {
+  local _
+  redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no >>"$2" 2>&1 &
+  redis_pid=$!; pids+=("$redis_pid")
+  for _ in $(seq 1 50); do redis-cli -p "$1" ping >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+
 # check NAME COMMAND...: runs COMMAND, prints "ok NAME" or "FAIL NAME", counts.
 passed=0
 failed=0

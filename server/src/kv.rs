@@ -80,16 +80,18 @@ impl ManageConnection for RedisManager {
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: String,
+    /// Read on every authenticated request: built once.
+    epoch: String,
 }
 
 impl Keys {
     /// Keys under `prefix` (`REDIS_KEY_PREFIX`).
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self { prefix: prefix.to_owned(), epoch: format!("{prefix}:epoch") }
     }
     /// Id of the last rebuild from PostgreSQL; missing = Redis lost its state.
-    pub fn epoch(&self) -> String {
-        format!("{}:epoch", self.prefix)
+    pub fn epoch(&self) -> &str {
+        &self.epoch
     }
     /// Marker of a rebuild in progress (a flush during it voids it).
     pub fn rebuild(&self) -> String {

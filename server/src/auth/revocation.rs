@@ -100,15 +100,6 @@ pub struct CacheProbe {
     pub entry: Option<Vec<u8>>,
 }
 
-/// The decision of one check.
-#[derive(Debug)]
-pub struct Checked {
-    /// Where it came from.
-    pub source: CheckSource,
-    /// The cache probe, when Redis answered.
-    pub probe: Option<CacheProbe>,
-}
-
 /// Is the token (user, session) dead, given the user's state? The one
 /// decision function, shared by the Redis and PostgreSQL paths.
 pub fn is_revoked(session_id: i64, blocked: bool, min_session_id: i64, session_revoked: bool) -> bool {
@@ -158,8 +149,13 @@ impl Revocation {
     }
 
     /// Flow A: refuses a dead token with 401. `cache` adds the task cache's
-    /// keys to the same round trip; the probe comes back when Redis answered.
-    pub async fn check(self: &Arc<Self>, p: &Principal, cache: Option<CacheKeys>) -> Result<Checked, ApiError> {
+    /// keys to the same round trip; their values come back when Redis
+    /// answered (None when the answer came from PostgreSQL alone).
+    pub async fn check(
+        self: &Arc<Self>,
+        p: &Principal,
+        cache: Option<CacheKeys>,
+    ) -> Result<Option<CacheProbe>, ApiError> {
         if !self.redis_behind.load(Ordering::Relaxed) {
             let k = &self.kv.keys;
             let mut mget = redis::cmd("MGET");
@@ -179,18 +175,18 @@ impl Revocation {
                     if revoked {
                         return Err(ApiError::invalid_token("revoked (redis)"));
                     }
-                    return Ok(Checked { source: CheckSource::Redis, probe });
+                    return Ok(probe);
                 }
                 // Redis lost its state: rebuild in the background, answer
                 // from PostgreSQL now. The cache probe stays usable: its
                 // correctness rests on generation tags, not on `epoch`.
                 self.start_rebuild();
                 self.check_db(p).await?;
-                return Ok(Checked { source: CheckSource::Db, probe });
+                return Ok(probe);
             }
         }
         self.check_db(p).await?;
-        Ok(Checked { source: CheckSource::Db, probe: None })
+        Ok(None)
     }
 
     /// The same decision from PostgreSQL, in one query.

@@ -56,18 +56,19 @@ fn is_json<B>(req: &Request<B>) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// 413 when `Content-Length` declares more than [`MAX_BODY`]; checked for
-/// every request (API.md: "Bodies above 64 KiB get 413"), before any body
-/// is read.
+/// 413 when `Content-Length` declares more than [`MAX_BODY`]. The request
+/// pipeline (`AppState::dispatch`) calls it for every routed request
+/// (API.md: "Bodies above 64 KiB get 413"), before any handler reads a body.
 pub fn check_declared_length<B>(req: &Request<B>) -> Result<(), ApiError> {
     let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) { Err(ApiError::PayloadTooLarge) } else { Ok(()) }
 }
 
 /// Reads and decodes a JSON body: 415 without the JSON content type, 413
-/// above [`MAX_BODY`] (checked on `Content-Length` before reading, and
-/// while reading for chunked bodies), 400 for malformed JSON, wrong types
-/// and unknown fields (the target types deny them).
+/// when the body grows past [`MAX_BODY`] while read (chunked bodies; a
+/// declared `Content-Length` above it was refused by
+/// [`check_declared_length`] before the handler ran), 400 for malformed
+/// JSON, wrong types and unknown fields (the target types deny them).
 pub async fn read_json<T, B>(req: Request<B>) -> Result<T, ApiError>
 where
     T: DeserializeOwned,
@@ -77,7 +78,6 @@ where
     if !is_json(&req) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    check_declared_length(&req)?;
     let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {

@@ -97,8 +97,8 @@ pub async fn list<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> 
         }
     };
     let shape = q.shape();
-    let checked = st.revocation.check(&p, st.cache.keys(p.user_id, &shape)).await?;
-    match st.cache.lookup(p.user_id, &shape, checked.probe) {
+    let probe = st.revocation.check(&p, st.cache.keys(p.user_id, &shape)).await?;
+    match st.cache.lookup(p.user_id, &shape, probe) {
         Lookup::Hit(body) => Ok(json_bytes(StatusCode::OK, body)),
         Lookup::Miss(fill) => {
             let load = async { encode(&st.db.list_tasks(Some(p.user_id), &q).await?) };
