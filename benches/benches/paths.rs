@@ -35,7 +35,7 @@ fn jwt(c: &mut Criterion) {
     let token = access_token(&t);
     let mut g = c.benchmark_group("jwt");
     g.bench_function("sign_pair", |b| {
-        b.iter(|| t.issue(black_box(42), 7, tollgate::auth::token::Role::User, "jti".into()))
+        b.iter(|| t.issue(black_box(42), 7, tollgate::auth::token::Role::User, "jti".into(), i64::MAX))
     });
     g.bench_function("verify_access", |b| b.iter(|| t.verify(black_box(&token), TokenType::Access)));
     g.bench_function("verify_access_cached", |b| b.iter(|| t.verify_access(black_box(&token))));
@@ -118,7 +118,7 @@ fn fixture() -> Option<Fixture> {
     .collect();
     let config = tollgate::Config::from_source(&map).ok()?;
     let app = rt.block_on(async { tollgate::App::build(config).await.map(tollgate::App::spawn) }).ok()?;
-    let st = app.state.clone();
+    let st = app.pipeline.clone();
     let email = format!("bench-{}@tollgate.example", std::process::id());
     let token = rt.block_on(async move {
         let json = |body: String| {
@@ -153,7 +153,7 @@ fn get(path: &str, token: Option<&str>) -> Request<Full<Bytes>> {
 
 fn service_and_loopback(c: &mut Criterion) {
     let Some(f) = fixture() else { return };
-    let st = f.app.state.clone();
+    let st = f.app.pipeline.clone();
     let token = f.token.clone();
     // Warm the cache: the benches measure hits.
     f.rt.block_on(st.handle(get("/tasks", Some(&token))));

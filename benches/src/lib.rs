@@ -48,7 +48,7 @@ pub fn tokens() -> Tokens {
 
 /// An access token of user 42, session 7.
 pub fn access_token(t: &Tokens) -> String {
-    t.issue(42, 7, Role::User, "refresh-jti".into()).access_token
+    t.issue(42, 7, Role::User, "refresh-jti".into(), i64::MAX).access_token
 }
 
 /// A typical `POST /tasks` body.

@@ -1,10 +1,33 @@
-//! The application: shared state, start-up, and the request pipeline
+//! The application: start-up, and the request pipeline.
 //!
 //! ```text
-//! route (method, template) -> handler { authenticate: JWT verify -> revocation
-//! check (one Redis round trip, PostgreSQL fallback) -> cache / PostgreSQL }
+//! route (method, template) -> access declared by the route table:
+//!   user/admin: bearer -> JWT verify -> revocation check (one Redis round
+//!   trip carrying the keys the route asks for; PostgreSQL when Redis cannot
+//!   be trusted) -> 403 for a non-admin on an admin route
+//! -> 413 for a declared body over 64 KiB -> path id -> handler(caller)
 //! -> problem+json on error -> metrics by template
 //! ```
+//! The bearer is checked before the path id, the query or the body (API.md,
+//! "Conventions"), so an anonymous `/tasks/abc` is a 401, not a 404.
+//!
+//! # Work that has begun runs to its end
+//! hyper drops a request's future when its client goes away. A handler that
+//! writes would then stop between its PostgreSQL commit and the Redis mirror
+//! of it (a ban that Redis never hears of) or its cache invalidation. So
+//! every request that may write (any method but `GET` and `HEAD`) runs as a
+//! *job* on the server's [`Background`]: the connection only awaits its
+//! handle, and dropping the handle does not stop the job. Its metrics are
+//! counted inside the job. Shutdown waits for jobs (bounded by the grace
+//! period). Such requests are bounded by `REQUEST_TIMEOUT_SECS`: past it
+//! the client gets a 408, and the job still finishes.
+//!
+//! `GET` and `HEAD` requests run on the connection's task and can be
+//! cancelled at any await. That is safe: they write nothing of record. A
+//! cancelled look-up at most skips a cache fill (a later miss), the
+//! single-flight entry is removed by a guard, the hash-queue place is a
+//! guard too, and a rebuild they trigger is itself a job. Not paying a
+//! spawn and a timer per hot read is why they are not jobs too.
 //!
 //! A panic in a handler is caught here and answered as a 500 problem, so a
 //! bug costs one request, not the client's connection.
@@ -12,21 +35,25 @@
 use crate::auth::password::Passwords;
 use crate::auth::revocation::Revocation;
 use crate::auth::throttle::LoginThrottle;
-use crate::auth::token::{Principal, Tokens};
+use crate::auth::token::{Role, Tokens};
+use crate::background::Background;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::error::ApiError;
-use crate::http::router::{Matched, Route, Router};
-use crate::http::{Resp, bearer};
+use crate::http::router::{Access, Matched, Route, Router};
+use crate::http::server::{ServeOptions, serve};
+use crate::http::{JsonBody, Resp, bearer};
 use crate::kv::Kv;
 use crate::metrics::Metrics;
+use crate::state::{AppState, Caller};
 use crate::tasks::cache::TaskCache;
+use crate::trust::Trust;
 use crate::{auth, ops, tasks};
 use anyhow::Context;
 use bytes::Bytes;
 use futures_util::FutureExt;
-use hyper::Request;
 use hyper::header::{CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+use hyper::{Method, Request};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -35,101 +62,79 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// Everything a request can reach. One per server, behind an `Arc`.
-pub struct AppState {
-    /// The configuration it started with.
-    pub config: Config,
-    /// PostgreSQL.
-    pub db: Db,
-    /// Redis.
-    pub kv: Kv,
-    /// The metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// JWT keys.
-    pub tokens: Tokens,
-    /// Password hashing pool.
-    pub passwords: Passwords,
-    /// Revocation checks and writes.
-    pub revocation: Arc<Revocation>,
-    /// Task-list cache.
-    pub cache: Arc<TaskCache>,
-    /// Failed-login throttle.
-    pub throttle: LoginThrottle,
+/// The request pipeline: the route table over the shared state.
+pub struct Pipeline {
+    state: Arc<AppState>,
     router: Router,
 }
 
-impl AppState {
-    /// Connects the pools, migrates, and builds the state.
-    pub async fn new(config: Config) -> anyhow::Result<Arc<Self>> {
-        let metrics = Arc::new(Metrics::new());
-        crate::db::migrate(config.database_url.expose()).await?;
-        let db = Db::new(config.database_url.expose(), config.pg_pool_size, config.pool_timeout, metrics.clone())
-            .context("DATABASE_URL")?;
-        let kv = Kv::new(
-            config.redis_url.expose(),
-            &config.redis_key_prefix,
-            config.redis_pool_size,
-            config.redis_timeout,
-            metrics.clone(),
-        )
-        .context("REDIS_URL")?;
-        let passwords = Passwords::new(config.hash_concurrency, config.hash_queue_max, metrics.clone());
-        let tokens = Tokens::new(config.jwt_secret.expose().as_bytes(), config.access_ttl, config.refresh_ttl);
-        let revocation = Revocation::new(kv.clone(), db.clone(), metrics.clone(), config.refresh_ttl);
-        let cache = TaskCache::new(config.cache_backend, kv.clone(), config.tasks_cache_ttl, metrics.clone());
-        let throttle = LoginThrottle::new(kv.clone(), config.login_max_failures, config.login_failure_window);
-        let router = Router::new(&metrics);
-        let state = Arc::new(Self { config, db, kv, metrics, tokens, passwords, revocation, cache, throttle, router });
-        auth::bootstrap_admin(&state).await.context("ADMIN_EMAIL/ADMIN_PASSWORD bootstrap")?;
-        // Make Redis trustworthy before the first request if it is there;
-        // if not, requests answer from PostgreSQL and rebuild later.
-        match state.revocation.rebuild().await {
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "Redis not ready at start; answering from PostgreSQL until it is")
+impl Pipeline {
+    /// The pipeline of `state`.
+    pub fn new(state: Arc<AppState>) -> Arc<Self> {
+        let router = Router::new(&state.metrics);
+        Arc::new(Self { state, router })
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Answers one request: routing, authentication, the handler, errors,
+    /// panics, metrics.
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Resp
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let start = Instant::now();
+        let (entry, id) = match self.router.find(req.method(), req.uri().path()) {
+            Matched::Route(entry, id) => (entry, id.map(|s| s.parse::<i64>().ok().filter(|n| *n > 0))),
+            Matched::MethodNotAllowed(allow) => {
+                return self.unmatched(req.method(), ApiError::MethodNotAllowed(allow.to_owned()));
+            }
+            Matched::NotFound => return self.unmatched(req.method(), ApiError::NotFound),
+        };
+        let (route, access) = (entry.route, entry.access);
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            let resp = self.run(route, access, req, id).await;
+            entry.metrics.record(resp.status().as_u16(), start.elapsed());
+            return resp;
+        }
+        let this = Arc::clone(self);
+        let metrics = Arc::clone(&entry.metrics);
+        let job = self.state.background.job(async move {
+            let resp = this.run(route, access, req, id).await;
+            metrics.record(resp.status().as_u16(), start.elapsed());
+            resp
+        });
+        match tokio::time::timeout(self.state.config.request_timeout, job).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => finish(ApiError::Internal(anyhow::anyhow!("request job failed: {e}")).into_response()),
+            Err(_) => {
+                tracing::warn!(route = ?route, "request timed out; its job runs on");
+                finish(ApiError::RequestTimeout.into_response())
             }
         }
-        Ok(state)
     }
 
-    /// The verified access token of a request (no revocation check).
-    pub fn principal<B>(&self, req: &Request<B>) -> Result<Arc<Principal>, ApiError> {
-        self.tokens.verify_access(bearer(req)?).map_err(ApiError::invalid_token)
+    fn unmatched(&self, method: &Method, e: ApiError) -> Resp {
+        let resp = finish(e.into_response());
+        let method = match method.as_str() {
+            m @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => m,
+            _ => "OTHER",
+        };
+        self.state.metrics.unmatched(method, resp.status().as_str());
+        resp
     }
 
-    /// A verified access token that is not revoked.
-    pub async fn authenticate<B>(&self, req: &Request<B>) -> Result<Arc<Principal>, ApiError> {
-        let p = self.principal(req)?;
-        self.revocation.check(&p, None).await?;
-        Ok(p)
-    }
-
-    /// Answers one request: routing, the handler, errors, panics, metrics.
-    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Resp
+    async fn run<B>(self: &Arc<Self>, route: Route, access: Access, req: Request<B>, id: Option<Option<i64>>) -> Resp
     where
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let start = Instant::now();
-        let matched = match self.router.find(req.method(), req.uri().path()) {
-            Matched::Route(route, metrics, id) => {
-                let id = id.map(|s| s.parse::<i64>().ok().filter(|n| *n > 0));
-                Ok((route, metrics, id))
-            }
-            Matched::MethodNotAllowed(allow) => Err(ApiError::MethodNotAllowed(allow.to_owned())),
-            Matched::NotFound => Err(ApiError::NotFound),
-        };
-        let (route, metrics, id) = match matched {
-            Ok(m) => m,
-            Err(e) => {
-                let resp = finish(e.into_response());
-                let status = resp.status().as_u16().to_string();
-                self.metrics_unmatched(req.method().as_str(), &status);
-                return resp;
-            }
-        };
-        let outcome = AssertUnwindSafe(self.dispatch(route, req, id)).catch_unwind().await;
-        let resp = match outcome {
+        let outcome = AssertUnwindSafe(self.dispatch(route, access, req, id)).catch_unwind().await;
+        finish(match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
             Err(panic) => {
@@ -140,23 +145,38 @@ impl AppState {
                     .unwrap_or_default();
                 ApiError::Internal(anyhow::anyhow!("handler panicked: {msg}")).into_response()
             }
-        };
-        let resp = finish(resp);
-        metrics.record(resp.status().as_u16(), start.elapsed());
-        resp
+        })
     }
 
-    fn metrics_unmatched(&self, method: &str, status: &str) {
-        let method = match method {
-            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => method,
-            _ => "OTHER",
+    /// The authentication step the route table declares: the verified,
+    /// unrevoked caller, with the extra keys the route wants fetched in the
+    /// same Redis round trip.
+    async fn authenticate(
+        &self,
+        route: Route,
+        access: Access,
+        req: &hyper::http::request::Parts,
+    ) -> Result<Option<Caller>, ApiError> {
+        if access == Access::Public {
+            return Ok(None);
+        }
+        let st = &self.state;
+        let principal = st.tokens.verify_access(bearer(&req.headers)?).map_err(ApiError::invalid_token)?;
+        let extra = match route {
+            Route::ListTasks => tasks::list_keys(st, req.uri.query(), principal.user_id),
+            _ => Vec::new(),
         };
-        self.metrics.unmatched(method, status);
+        let checked = st.revocation.check(&principal, &extra).await?;
+        if access == Access::Admin && principal.role != Role::Admin {
+            return Err(ApiError::Forbidden("This route is for administrators."));
+        }
+        Ok(Some(Caller { principal, checked }))
     }
 
     async fn dispatch<B>(
-        self: &Arc<Self>,
+        &self,
         route: Route,
+        access: Access,
         req: Request<B>,
         id: Option<Option<i64>>,
     ) -> Result<Resp, ApiError>
@@ -164,30 +184,43 @@ impl AppState {
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        crate::http::check_declared_length(&req)?;
+        // The head alone until the body is needed: `Parts` is `Sync`, so
+        // borrowing it keeps this future `Send` for the job that runs it.
+        let (head, body) = req.into_parts();
+        let caller = self.authenticate(route, access, &head).await?;
+        crate::http::check_declared_length(&head.headers)?;
+        let query = head.uri.query().map(str::to_owned);
+        let query = query.as_deref();
         // A path id that is not a positive integer names nothing.
         let id = match id {
             Some(None) => return Err(ApiError::NotFound),
             Some(Some(n)) => n,
             None => 0,
         };
+        let st = &*self.state;
+        let req = move || JsonBody::new(&head.headers, body);
+        // The route table declared who may call; a handler that needs a
+        // caller on a route declared public is a bug in the table.
+        let caller = move || {
+            caller.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("route {route:?} needs a caller but is public")))
+        };
         match route {
             Route::Healthz => Ok(ops::healthz()),
-            Route::Readyz => ops::readyz(self).await,
-            Route::Metrics => Ok(ops::metrics(self)),
-            Route::Register => auth::register(self, req).await,
-            Route::Login => auth::login(self, req).await,
-            Route::Refresh => auth::refresh(self, req).await,
-            Route::Logout => auth::logout(self, &req).await,
-            Route::LogoutAll => auth::logout_all(self, &req).await,
-            Route::Me => auth::me(self, &req).await,
-            Route::AdminUserStatus => auth::set_status(self, req, id).await,
-            Route::ListTasks => tasks::list(self, &req).await,
-            Route::CreateTask => tasks::create(self, req).await,
-            Route::GetTask => tasks::get(self, &req, id).await,
-            Route::UpdateTask => tasks::update(self, req, id).await,
-            Route::DeleteTask => tasks::delete(self, &req, id).await,
-            Route::AdminTasks => tasks::admin_list(self, &req).await,
+            Route::Readyz => ops::readyz(st).await,
+            Route::Metrics => Ok(ops::metrics(st)),
+            Route::Register => auth::register(st, req()).await,
+            Route::Login => auth::login(st, req()).await,
+            Route::Refresh => auth::refresh(st, req()).await,
+            Route::Logout => auth::logout(st, caller()?).await,
+            Route::LogoutAll => auth::logout_all(st, caller()?).await,
+            Route::Me => auth::me(st, caller()?).await,
+            Route::AdminUserStatus => auth::set_status(st, caller()?, req(), id).await,
+            Route::ListTasks => tasks::list(st, caller()?, query).await,
+            Route::CreateTask => tasks::create(st, caller()?, req()).await,
+            Route::GetTask => tasks::get(st, caller()?, id).await,
+            Route::UpdateTask => tasks::update(st, caller()?, req(), id).await,
+            Route::DeleteTask => tasks::delete(st, caller()?, id).await,
+            Route::AdminTasks => tasks::admin_list(st, query).await,
         }
     }
 }
@@ -204,46 +237,130 @@ fn finish(mut resp: Resp) -> Resp {
     resp
 }
 
+/// Connects the pools and builds the state; no side effects on the data
+/// (those are the start-up steps of [`App::build`]).
+async fn build_state(config: Config) -> anyhow::Result<Arc<AppState>> {
+    let metrics = Arc::new(Metrics::new());
+    let db = Db::new(config.database_url.expose(), config.pg_pool_size, config.pool_timeout, metrics.clone())
+        .context("DATABASE_URL")?;
+    let prefix = match &config.redis_key_prefix {
+        Some(p) => p.clone(),
+        None => format!("tg-{}", db.deployment_id().await.context("reading the deployment id")?),
+    };
+    let kv = Kv::new(config.redis_url.expose(), &prefix, config.redis_pool_size, config.redis_timeout, metrics.clone())
+        .context("REDIS_URL")?;
+    let background = Background::new();
+    let trust = Trust::new(kv.clone());
+    let passwords = Passwords::new(config.hash_concurrency, config.hash_queue_max, metrics.clone());
+    let tokens = Tokens::new(config.jwt_secret.expose().as_bytes(), config.access_ttl, config.refresh_ttl);
+    let revocation = Revocation::new(
+        kv.clone(),
+        db.clone(),
+        trust.clone(),
+        background.clone(),
+        metrics.clone(),
+        config.revocation_entry_ttl(),
+    );
+    let cache =
+        TaskCache::new(config.cache_backend, kv.clone(), trust.clone(), config.tasks_cache_ttl, metrics.clone());
+    let throttle = LoginThrottle::new(kv.clone(), config.login_max_failures, config.login_failure_window);
+    Ok(Arc::new(AppState {
+        config,
+        db,
+        kv,
+        trust,
+        metrics,
+        tokens,
+        passwords,
+        revocation,
+        cache,
+        throttle,
+        background,
+    }))
+}
+
 /// A bound, ready server.
 pub struct App {
-    state: Arc<AppState>,
+    pipeline: Arc<Pipeline>,
     listener: TcpListener,
 }
 
 impl App {
-    /// Starts dependencies and binds `BIND_ADDR`.
+    /// Migrates, builds the state, runs the start-up steps (admin
+    /// bootstrap, Redis trust check and rebuild), starts the background
+    /// loops and binds `BIND_ADDR`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let addr = config.bind_addr;
-        let state = AppState::new(config).await?;
+        crate::db::migrate(config.database_url.expose()).await?;
+        let state = build_state(config).await?;
+        auth::bootstrap_admin(&state).await.context("ADMIN_EMAIL/ADMIN_PASSWORD bootstrap")?;
+        // Make Redis trustworthy before the first request if it is there;
+        // if not, requests answer from PostgreSQL and rebuild later.
+        if state.trust.check_config().await.trusted
+            && let Err(e) = state.revocation.rebuild().await
+        {
+            tracing::warn!(error = %e, "Redis not ready at start; answering from PostgreSQL until it is");
+        }
+        let trust = state.trust.clone();
+        state.background.spawn_loop(|cancel| trust.config_loop(cancel));
+        let (trust, keys) = (state.trust.clone(), &state.kv.keys);
+        let (epoch, rebuild) = (keys.epoch().to_owned(), keys.rebuild());
+        state.background.spawn_loop(|cancel| trust.repair_loop(epoch, rebuild, cancel));
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        Ok(Self { state, listener })
+        Ok(Self { pipeline: Pipeline::new(state), listener })
     }
 
     /// The bound address (the real port when `BIND_ADDR` had port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or_else(|_| self.state.config.bind_addr)
+        self.listener.local_addr().unwrap_or_else(|_| self.pipeline.state.config.bind_addr)
     }
 
-    /// The shared state (benches drive `AppState::handle` directly).
+    /// The shared state.
     pub fn state(&self) -> Arc<AppState> {
-        Arc::clone(&self.state)
+        Arc::clone(&self.pipeline.state)
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    /// The pipeline (benches drive [`Pipeline::handle`] directly).
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        Arc::clone(&self.pipeline)
+    }
+
+    /// Serves until `shutdown` resolves, then drains connections and waits
+    /// for the jobs still running, both within `SHUTDOWN_GRACE_SECS`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.local_addr(), "listening");
-        crate::http::server::serve(self.listener, self.state, shutdown).await;
+        let config = &self.pipeline.state.config;
+        let opts = ServeOptions {
+            header_read_timeout: config.header_read_timeout,
+            max_connections: config.max_connections,
+            shutdown_grace: config.shutdown_grace,
+        };
+        let (grace, background) = (config.shutdown_grace, self.pipeline.state.background.clone());
+        let pipeline = self.pipeline;
+        serve(
+            self.listener,
+            opts,
+            move |req| {
+                let p = Arc::clone(&pipeline);
+                async move { p.handle(req).await }
+            },
+            shutdown,
+        )
+        .await;
+        if !background.shutdown(grace).await {
+            tracing::warn!("background jobs still running after the grace period");
+        }
     }
 
     /// Serves on a background task; stop it with [`Running::stop`].
     pub fn spawn(self) -> Running {
         let addr = self.local_addr();
-        let state = self.state();
+        let (state, pipeline) = (self.state(), self.pipeline());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async {
             let _ = rx.await;
         }));
-        Running { addr, state, stop: Some(tx), task }
+        Running { addr, state, pipeline, stop: Some(tx), task }
     }
 }
 
@@ -253,6 +370,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Its state.
     pub state: Arc<AppState>,
+    /// Its pipeline, to answer requests in-process (benches).
+    pub pipeline: Arc<Pipeline>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -263,7 +382,8 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
-    /// Graceful stop: drains in-flight requests, then returns.
+    /// Graceful stop: drains in-flight requests, stops the background loops
+    /// and waits for running jobs, then returns.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());

@@ -113,8 +113,10 @@ pub struct Config {
     /// `REDIS_URL`.
     pub redis_url: Secret,
     /// `REDIS_KEY_PREFIX`: namespace of every Redis key (lets several
-    /// deployments or test runs share one Redis).
-    pub redis_key_prefix: String,
+    /// deployments or test runs share one Redis). Unset: `tg-` and the
+    /// random id the database was created with, so every instance on one
+    /// database shares keys and no two databases do.
+    pub redis_key_prefix: Option<String>,
     /// `JWT_SECRET`: the HS256 key.
     pub jwt_secret: Secret,
     /// `ACCESS_TOKEN_TTL_SECS`.
@@ -145,8 +147,17 @@ pub struct Config {
     pub hash_concurrency: usize,
     /// `HASH_QUEUE_MAX`: logins waiting for a hash slot before 503.
     pub hash_queue_max: usize,
-    /// `MAX_CONNECTIONS`: open client connections at once.
+    /// `MAX_CONNECTIONS`: open client connections at once. Default: the
+    /// open-file limit less room for the pools, logs and listener.
     pub max_connections: usize,
+    /// `MAX_SESSIONS_PER_USER`: live sessions kept per user; a login past it
+    /// ends the user's oldest.
+    pub max_sessions_per_user: i64,
+    /// `BODY_READ_TIMEOUT_SECS`: a request body must arrive within this (408).
+    pub body_read_timeout: Duration,
+    /// `REQUEST_TIMEOUT_SECS`: longest answer to a request with a body
+    /// (408; the work itself still finishes, see `app`).
+    pub request_timeout: Duration,
     /// `HEADER_READ_TIMEOUT_SECS`: a client must send its headers within this.
     pub header_read_timeout: Duration,
     /// `SHUTDOWN_GRACE_SECS`: in-flight requests get this long on SIGTERM.
@@ -248,7 +259,14 @@ impl Config {
             r.errors.push(ConfigError { key: "REDIS_URL", message: "must start with redis://".into() });
         }
         let jwt_secret = r.string("JWT_SECRET", DEV_JWT_SECRET);
-        if app_env == "production" {
+        if jwt_secret == DEV_JWT_SECRET && !bind_addr.ip().is_loopback() {
+            r.errors.push(ConfigError {
+                key: "JWT_SECRET",
+                message: format!(
+                    "the development secret is only used on loopback addresses; BIND_ADDR is {bind_addr}: set JWT_SECRET"
+                ),
+            });
+        } else if app_env == "production" {
             if jwt_secret == DEV_JWT_SECRET {
                 r.errors.push(ConfigError {
                     key: "JWT_SECRET",
@@ -262,13 +280,9 @@ impl Config {
             }
         }
         let access_ttl = r.secs("ACCESS_TOKEN_TTL_SECS", 900, 1, 86_400);
+        // Shorter than the access lifetime is valid: tokens never outlive
+        // their session, which lasts the refresh lifetime.
         let refresh_ttl = r.secs("REFRESH_TOKEN_TTL_SECS", 604_800, 1, 31_536_000);
-        if refresh_ttl < access_ttl {
-            r.errors.push(ConfigError {
-                key: "REFRESH_TOKEN_TTL_SECS",
-                message: "must be at least ACCESS_TOKEN_TTL_SECS (revocation entries live this long)".into(),
-            });
-        }
         let tasks_cache_ttl = r.secs("TASKS_CACHE_TTL_SECS", 30, 1, 86_400);
         let backend_raw = r.string("CACHE_BACKEND", "redis");
         let cache_backend = match backend_raw.as_str() {
@@ -300,7 +314,12 @@ impl Config {
         let redis_timeout = r.millis("REDIS_TIMEOUT_MS", 250, 1, 60_000);
         let hash_concurrency = r.number("HASH_CONCURRENCY", cpus as u64, 1, 1024) as usize;
         let hash_queue_max = r.number("HASH_QUEUE_MAX", 512, 1, 1_000_000) as usize;
-        let max_connections = r.number("MAX_CONNECTIONS", 10_000, 1, 1_000_000) as usize;
+        let reserved = u64::from(pg_pool_size) + u64::from(redis_pool_size) + 64;
+        let fd_default = open_file_limit().map_or(10_000, |n| n.saturating_sub(reserved).clamp(16, 1_000_000));
+        let max_connections = r.number("MAX_CONNECTIONS", fd_default, 1, 1_000_000) as usize;
+        let max_sessions_per_user = r.number("MAX_SESSIONS_PER_USER", 100, 1, 100_000) as i64;
+        let body_read_timeout = r.secs("BODY_READ_TIMEOUT_SECS", 10, 1, 3600);
+        let request_timeout = r.secs("REQUEST_TIMEOUT_SECS", 30, 1, 3600);
         let header_read_timeout = r.secs("HEADER_READ_TIMEOUT_SECS", 10, 1, 3600);
         let shutdown_grace = r.secs("SHUTDOWN_GRACE_SECS", 10, 0, 3600);
         let log_format = r.string("LOG_FORMAT", "text");
@@ -311,8 +330,8 @@ impl Config {
         if log_filter.parse::<tracing_subscriber::filter::Targets>().is_err() {
             r.errors.push(ConfigError { key: "RUST_LOG", message: format!("{log_filter:?} is not a log filter") });
         }
-        let redis_key_prefix = r.string("REDIS_KEY_PREFIX", "tg");
-        if redis_key_prefix.contains(['{', '}', ' ']) {
+        let redis_key_prefix = r.raw("REDIS_KEY_PREFIX");
+        if redis_key_prefix.as_deref().is_some_and(|p| p.contains(['{', '}', ' '])) {
             r.errors.push(ConfigError { key: "REDIS_KEY_PREFIX", message: "may not contain braces or spaces".into() });
         }
         if !r.errors.is_empty() {
@@ -340,11 +359,20 @@ impl Config {
             hash_concurrency,
             hash_queue_max,
             max_connections,
+            max_sessions_per_user,
+            body_read_timeout,
+            request_timeout,
             header_read_timeout,
             shutdown_grace,
             log_format,
             log_filter,
         })
+    }
+
+    /// How long a revocation entry lives in Redis: as long as the
+    /// longest-lived token it could refuse.
+    pub fn revocation_entry_ttl(&self) -> Duration {
+        self.access_ttl.max(self.refresh_ttl)
     }
 
     /// Whether the development JWT secret is in use (warned about at start).
@@ -366,7 +394,7 @@ impl Config {
             ("BIND_ADDR", self.bind_addr.to_string()),
             ("DATABASE_URL", redact_url(self.database_url.expose())),
             ("REDIS_URL", redact_url(self.redis_url.expose())),
-            ("REDIS_KEY_PREFIX", self.redis_key_prefix.clone()),
+            ("REDIS_KEY_PREFIX", self.redis_key_prefix.clone().unwrap_or_else(|| "<from the database>".into())),
             ("JWT_SECRET", if self.uses_dev_secret() { "<development default>".into() } else { "<redacted>".into() }),
             ("ACCESS_TOKEN_TTL_SECS", self.access_ttl.as_secs().to_string()),
             ("REFRESH_TOKEN_TTL_SECS", self.refresh_ttl.as_secs().to_string()),
@@ -383,6 +411,9 @@ impl Config {
             ("HASH_CONCURRENCY", self.hash_concurrency.to_string()),
             ("HASH_QUEUE_MAX", self.hash_queue_max.to_string()),
             ("MAX_CONNECTIONS", self.max_connections.to_string()),
+            ("MAX_SESSIONS_PER_USER", self.max_sessions_per_user.to_string()),
+            ("BODY_READ_TIMEOUT_SECS", self.body_read_timeout.as_secs().to_string()),
+            ("REQUEST_TIMEOUT_SECS", self.request_timeout.as_secs().to_string()),
             ("HEADER_READ_TIMEOUT_SECS", self.header_read_timeout.as_secs().to_string()),
             ("SHUTDOWN_GRACE_SECS", self.shutdown_grace.as_secs().to_string()),
             ("LOG_FORMAT", self.log_format.clone()),
@@ -390,6 +421,13 @@ impl Config {
         ];
         lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
     }
+}
+
+/// The soft limit on open files of this process (Linux: `/proc`), if known.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// `scheme://user:password@host` -> `scheme://user:<redacted>@host`.
@@ -442,6 +480,28 @@ mod tests {
         assert_eq!(errs[0].key, "JWT_SECRET");
         let ok = cfg(&[("APP_ENV", "production"), ("JWT_SECRET", "a-real-secret-of-at-least-32-bytes!!")]);
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn the_development_secret_is_refused_off_loopback() {
+        let errs = cfg(&[("BIND_ADDR", "0.0.0.0:8080")]).expect_err("dev secret on every address");
+        assert_eq!(errs[0].key, "JWT_SECRET");
+        assert!(cfg(&[("BIND_ADDR", "0.0.0.0:8080"), ("JWT_SECRET", "a-real-secret")]).is_ok());
+        assert!(cfg(&[("BIND_ADDR", "[::1]:8080")]).is_ok());
+    }
+
+    #[test]
+    fn a_refresh_lifetime_shorter_than_the_access_lifetime_is_valid() {
+        let c = cfg(&[("ACCESS_TOKEN_TTL_SECS", "900"), ("REFRESH_TOKEN_TTL_SECS", "60")]).expect("valid");
+        assert_eq!(c.revocation_entry_ttl(), Duration::from_secs(900));
+    }
+
+    #[test]
+    fn the_connection_limit_follows_the_open_file_limit() {
+        let c = cfg(&[]).expect("valid");
+        if let Some(n) = open_file_limit() {
+            assert!(c.max_connections as u64 <= n.max(16), "{} connections, {n} files", c.max_connections);
+        }
     }
 
     #[test]

@@ -42,10 +42,19 @@ pub enum KvError {
     Redis(#[from] RedisError),
 }
 
-/// A pooled multiplexed connection and whether it has failed.
+/// A pooled multiplexed connection, whether it has failed, and the
+/// `run_id` of the Redis process it reached.
+///
+/// The `run_id` is what lets the revocation check tell "this Redis holds
+/// what we wrote" from "this is a Redis that merely has our keys": every
+/// start of a Redis process gets a new random `run_id`, including a start
+/// that loads an old RDB or AOF snapshot, and a promoted replica has its
+/// own. A connection cannot outlive the process it reached, so the id read
+/// once at connect is the id of every answer on that connection.
 pub struct RedisConn {
     conn: MultiplexedConnection,
     broken: Arc<AtomicBool>,
+    run_id: Arc<str>,
 }
 
 /// bb8 manager for [`RedisConn`].
@@ -62,8 +71,12 @@ impl ManageConnection for RedisManager {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        let conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
-        Ok(RedisConn { conn, broken: Arc::new(AtomicBool::new(false)) })
+        let mut conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+        // Without a run_id (INFO refused) nothing this Redis says can be
+        // bound to its process: the empty id never matches an epoch.
+        let run_id = info_field(&info, "run_id").unwrap_or_default();
+        Ok(RedisConn { conn, broken: Arc::new(AtomicBool::new(false)), run_id: Arc::from(run_id) })
     }
 
     async fn is_valid(&self, conn: &mut RedisConn) -> Result<(), RedisError> {
@@ -73,6 +86,11 @@ impl ManageConnection for RedisManager {
     fn has_broken(&self, conn: &mut RedisConn) -> bool {
         conn.broken.load(Ordering::Relaxed)
     }
+}
+
+/// The value of `field` in an `INFO` reply (`field:value` lines).
+pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':'))).map(str::trim)
 }
 
 /// Key names. Every key of one user carries the hash tag `{u:ID}`, so the
@@ -89,8 +107,15 @@ impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self { prefix: prefix.to_owned(), epoch: format!("{prefix}:epoch") }
     }
-    /// Id of the last rebuild from PostgreSQL; missing = Redis lost its state.
+    /// `REBUILD_ID:RUN_ID` of the last rebuild from PostgreSQL (see
+    /// `trust`); missing or naming another process = Redis lost state.
     pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+    /// The epoch that vouches for `uid`'s keys. One key for a single Redis;
+    /// the signature lets a cluster keep one per slot, in the slot of the
+    /// user's hash tag, so the check stays one command on one node.
+    pub fn epoch_for(&self, _uid: i64) -> &str {
         &self.epoch
     }
     /// Marker of a rebuild in progress (a flush during it voids it).
@@ -113,9 +138,10 @@ impl Keys {
     pub fn page(&self, uid: i64, shape: &str) -> String {
         format!("{}:{{u:{uid}}}:tasks:{shape}", self.prefix)
     }
-    /// Failed-login counter of one (lower-cased) email.
-    pub fn login_failures(&self, email_lower: &str) -> String {
-        format!("{}:login:{{{email_lower}}}", self.prefix)
+    /// Login attempt counter of one account, by the SHA-256 of its
+    /// canonical email (`auth::email::digest`): 64 bytes whatever was sent.
+    pub fn login_attempts(&self, digest: &str) -> String {
+        format!("{}:login:{{{digest}}}", self.prefix)
     }
 }
 
@@ -153,6 +179,16 @@ impl Kv {
         T: FromRedisValue + Send,
         C: Runnable + ?Sized,
     {
+        self.run_origin(op, cmd).await.map(|(v, _)| v)
+    }
+
+    /// [`Kv::run`], also returning the `run_id` of the Redis process that
+    /// answered (see [`RedisConn`]).
+    pub async fn run_origin<T, C>(&self, op: &'static str, cmd: &C) -> Result<(T, Arc<str>), KvError>
+    where
+        T: FromRedisValue + Send,
+        C: Runnable + ?Sized,
+    {
         if now_ms() < self.open_until.load(Ordering::Relaxed) {
             return Err(KvError::Skipped);
         }
@@ -160,21 +196,22 @@ impl Kv {
             // A connection already known to be dead is passed over: dropping
             // its guard makes bb8 discard it (has_broken), and the loop takes
             // the next one or opens a new one.
-            let (mut conn, broken) = loop {
+            let (mut conn, broken, run_id) = loop {
                 let guard = self.pool.get().await.map_err(|e| match e {
                     bb8::RunError::TimedOut => KvError::Timeout,
                     bb8::RunError::User(e) => KvError::Redis(e),
                 })?;
                 if !guard.broken.load(Ordering::Relaxed) {
-                    break (guard.conn.clone(), guard.broken.clone());
+                    break (guard.conn.clone(), guard.broken.clone(), guard.run_id.clone());
                 }
             };
-            cmd.run_on(&mut conn).await.map_err(|e| {
+            let value = cmd.run_on(&mut conn).await.map_err(|e| {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout() {
                     broken.store(true, Ordering::Relaxed);
                 }
                 KvError::Redis(e)
-            })
+            })?;
+            Ok((value, run_id))
         };
         // No outer timer: the checkout is bounded by bb8's connection
         // timeout and the command by the connection's response timeout

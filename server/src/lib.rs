@@ -2,22 +2,33 @@
 //! front of a cached task API, measured path by path.
 //!
 //! # Layout
-//! - [`config`]: embedded defaults, a settings file, the environment.
-//! - [`app`]: shared state, start-up, the request pipeline.
-//! - [`http`]: listener and graceful shutdown, routing, the error type that
-//!   maps to problem+json, body decoding.
-//! - [`auth`]: accounts, password hashing, JWTs, revocation, login throttling.
-//! - [`tasks`]: task handlers and queries, and the per-user list cache.
-//! - [`db`]: the PostgreSQL pool, every prepared statement, migrations.
-//! - [`kv`]: the Redis pool, key layout and failure policy.
-//! - [`metrics`]: the Prometheus registry of API.md's metrics.
-//! - [`ops`]: health, readiness, metrics routes.
+//! From the top down; each module imports only from below it:
+//! - [`app`]: start-up steps and the request pipeline (routing, the
+//!   authentication the route table declares, jobs for writes, errors,
+//!   metrics).
+//! - [`auth`], [`tasks`], [`ops`]: the handlers, taking a [`state::AppState`]
+//!   and, on authenticated routes, the pipeline's [`state::Caller`].
+//! - [`state`]: the shared state every request can reach.
+//! - [`auth::revocation`], [`auth::throttle`], [`auth::password`],
+//!   [`auth::token`], [`auth::email`], [`tasks::cache`]: the services behind
+//!   the handlers.
+//! - [`trust`]: whether Redis's word is good (epoch bound to the Redis
+//!   process, configuration verdict, repair after a failed write).
+//! - [`db`]: the PostgreSQL pool, every statement (one function each, by
+//!   table), migrations. [`kv`]: the Redis pool, key layout and failure
+//!   policy.
+//! - [`http`]: listener and graceful shutdown (knows nothing of the app),
+//!   routing table, the error type that maps to problem+json, body decoding.
+//! - [`background`]: owned background tasks and jobs. [`metrics`]: the
+//!   Prometheus registry of the contract's metrics. [`config`]: embedded
+//!   defaults, a settings file, the environment.
 //!
 //! # The request path
-//! `hyper` (HTTP/1.1 keep-alive) -> [`http::router`] (method and template)
-//! -> JWT verify -> [`auth::revocation`] (one Redis round trip carrying the
-//! cache look-up too; PostgreSQL when Redis cannot answer) -> handler ->
-//! [`tasks::cache`] or PostgreSQL -> response -> metrics by template.
+//! `hyper` (HTTP/1.1 keep-alive) -> [`http::router`] (method, template,
+//! declared access) -> JWT verify -> [`auth::revocation`] (one Redis round
+//! trip carrying the cache's keys too; PostgreSQL when Redis cannot be
+//! trusted) -> handler -> [`tasks::cache`] or PostgreSQL -> response ->
+//! metrics by template.
 //!
 //! The binary (`main.rs`) only parses arguments, sets up logging and runs
 //! [`app::App`]; tests, load tests and benches start the same server
@@ -27,16 +38,20 @@
 
 pub mod app;
 pub mod auth;
+pub mod background;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod kv;
 pub mod metrics;
 pub mod ops;
+pub mod state;
 pub mod tasks;
+pub mod trust;
 
-pub use app::{App, AppState, Running};
+pub use app::{App, Pipeline, Running};
 pub use config::Config;
+pub use state::AppState;
 
 /// Sets up logging from the configuration (idempotent: a second call, as in
 /// tests, keeps the first set-up).

@@ -2,9 +2,10 @@
 //! dependencies answer: 503 without PostgreSQL, Redis down only reported),
 //! `/metrics` (Prometheus text).
 
-use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::http::{Resp, json, json_bytes};
+use crate::state::AppState;
+use crate::trust::Verdict;
 use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
@@ -18,10 +19,14 @@ pub fn healthz() -> Resp {
 /// `GET /readyz`.
 pub async fn readyz(st: &AppState) -> Result<Resp, ApiError> {
     #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
     struct Ready {
         status: &'static str,
         postgres: &'static str,
         redis: &'static str,
+        /// Whether Redis's configuration lets it answer revocation checks,
+        /// and why not (`crate::trust`); reported, not fatal.
+        redis_trust: Verdict,
     }
     let ping = redis::cmd("PING").to_owned();
     let (pg, redis) = tokio::join!(st.db.ping(), st.kv.run::<String, _>("ping", &ping));
@@ -30,6 +35,7 @@ pub async fn readyz(st: &AppState) -> Result<Resp, ApiError> {
         status: if pg.is_ok() { "ready" } else { "unavailable" },
         postgres: up(pg.is_ok()),
         redis: up(redis.is_ok()),
+        redis_trust: st.trust.verdict(),
     };
     let status = if pg.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json(status, &body)

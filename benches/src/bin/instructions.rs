@@ -43,7 +43,7 @@ fn run(op: &str, n: u64) -> Result<(), String> {
     let _ = t.verify_access(&token); // the cached case measures hits
     for _ in 0..n {
         match op {
-            "jwt_sign_pair" => drop(black_box(t.issue(black_box(42), 7, Role::User, "jti".into()))),
+            "jwt_sign_pair" => drop(black_box(t.issue(black_box(42), 7, Role::User, "jti".into(), i64::MAX))),
             "jwt_verify" => drop(black_box(t.verify(black_box(&token), TokenType::Access))),
             "jwt_verify_cached" => drop(black_box(t.verify_access(black_box(&token)))),
             "route_get_task" => drop(black_box(router.find(&hyper::Method::GET, black_box("/tasks/12345")))),

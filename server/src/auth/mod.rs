@@ -1,31 +1,39 @@
 //! Accounts, tokens and revocation: the handlers of `/auth/*`, `/me` and
 //! `/admin/users/{id}/status`, with
+//! - `email`: which addresses are accepted, and their canonical form,
 //! - `password`: Argon2id on a bounded pool off the reactor,
 //! - `token`: JWT issue and verification,
 //! - `revocation`: is this token still wanted (Redis, PostgreSQL fallback),
-//! - `throttle`: failed-login limits per email.
+//! - `throttle`: at most so many password verifications per account.
+//!
+//! Handlers of authenticated routes receive the [`Caller`] the pipeline
+//! verified and revocation-checked (`app`); none authenticates by itself.
+//! Every handler here that writes runs as a job (`app`): once it has begun
+//! it runs to its end, so a commit is always followed by its Redis mirror
+//! and its metrics, whatever the client does.
 //!
 //! Every auth event logs one audit line (target `audit`) with the user and
 //! session ids and the outcome; never a password, never a token.
 
+pub mod email;
 pub mod password;
 pub mod revocation;
 pub mod throttle;
 pub mod token;
 
-use crate::app::AppState;
-use crate::db::{Db, DbError};
+use crate::db::users::{Status, UserRow};
 use crate::http::error::{ApiError, FieldError};
-use crate::http::{Resp, empty, json, read_json};
+use crate::http::{JsonBody, Resp, check_text, empty, json};
+use crate::state::{AppState, Caller};
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use hyper::StatusCode;
 use hyper::header::{CACHE_CONTROL, HeaderValue};
-use hyper::{Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use token::{Role, TokenPair, TokenType, new_jti};
 
-/// The statuses of API.md.
-pub const STATUSES: &[&str] = &["active", "banned", "deactivated", "security_issue"];
+/// Longest accepted password, in characters (API.md: 8..128).
+const MAX_PASSWORD: usize = 128;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,129 +63,34 @@ fn ts(t: &DateTime<Utc>) -> String {
 struct UserOut {
     id: i64,
     email: String,
-    role: String,
-    status: String,
+    role: Role,
+    status: Status,
     created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     status_updated_at: Option<String>,
 }
 
 impl UserOut {
-    /// From `id, email, role, status, created_at[, status_updated_at]`.
-    fn from_row(r: &tokio_postgres::Row) -> Self {
+    /// `with_status_time`: `/me` shows when the status last changed.
+    fn new(u: &UserRow, with_status_time: bool) -> Self {
         Self {
-            id: r.get(0),
-            email: r.get(1),
-            role: r.get(2),
-            status: r.get(3),
-            created_at: ts(&r.get(4)),
-            status_updated_at: (r.len() > 5).then(|| ts(&r.get(5))),
+            id: u.id,
+            email: u.email.clone(),
+            role: u.role,
+            status: u.status,
+            created_at: ts(&u.created_at),
+            status_updated_at: with_status_time.then(|| ts(&u.status_updated_at)),
         }
     }
 }
 
-/// A user as the login needs it.
-pub struct LoginUser {
-    id: i64,
-    password_hash: String,
-    role: Role,
-    status: String,
-}
-
-/// Email check: one `@`, a non-empty local part of at most 64 and a dotted
-/// domain, no spaces or control characters, at most 254 in all.
-pub fn validate_email(email: &str) -> Result<(), &'static str> {
-    if email.is_empty() || email.chars().count() > 254 {
-        return Err("must be 1 to 254 characters");
-    }
-    if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("may not contain spaces or control characters");
-    }
-    let Some((local, domain)) = email.split_once('@') else {
-        return Err("must contain @");
-    };
-    if local.is_empty() || local.len() > 64 || domain.contains('@') {
-        return Err("is not an email address");
-    }
-    if !domain.contains('.') || domain.split('.').any(str::is_empty) {
-        return Err("needs a domain such as example.com");
-    }
-    Ok(())
-}
-
-/// Password check: 8 to 128 characters.
+/// Password check: 8 to 128 characters, no U+0000.
 pub fn validate_password(password: &str) -> Result<(), &'static str> {
     let n = password.chars().count();
-    if (8..=128).contains(&n) { Ok(()) } else { Err("must be 8 to 128 characters") }
-}
-
-impl Db {
-    async fn insert_user(&self, email: &str, hash: &str) -> Result<Option<UserOut>, DbError> {
-        let c = self.conn().await?;
-        let row = c.client.query_opt(&c.st.insert_user, &[&email, &hash]).await.map_err(|e| self.fail(e))?;
-        Ok(row.as_ref().map(UserOut::from_row))
+    if !(8..=MAX_PASSWORD).contains(&n) {
+        return Err("must be 8 to 128 characters");
     }
-
-    async fn user_for_login(&self, email: &str) -> Result<Option<LoginUser>, DbError> {
-        let c = self.conn().await?;
-        let row = c.client.query_opt(&c.st.user_for_login, &[&email]).await.map_err(|e| self.fail(e))?;
-        Ok(row.map(|r| LoginUser {
-            id: r.get(0),
-            password_hash: r.get(1),
-            role: Role::parse(r.get(2)),
-            status: r.get(3),
-        }))
-    }
-
-    async fn user_by_id(&self, uid: i64) -> Result<Option<UserOut>, DbError> {
-        let c = self.conn().await?;
-        let row = c.client.query_opt(&c.st.user_by_id, &[&uid]).await.map_err(|e| self.fail(e))?;
-        Ok(row.as_ref().map(UserOut::from_row))
-    }
-
-    /// A new session for a user still active now; its id, or None.
-    pub async fn insert_session(&self, uid: i64, refresh_jti: &str, ttl_secs: f64) -> Result<Option<i64>, DbError> {
-        let c = self.conn().await?;
-        let row = c
-            .client
-            .query_opt(&c.st.insert_session, &[&uid, &refresh_jti, &ttl_secs])
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
-    /// Moves the user's not-before past every existing session (logout-all).
-    /// Returns (min_session_id, still active).
-    async fn bump_not_before(&self, uid: i64) -> Result<Option<(i64, bool)>, DbError> {
-        let mut c = self.conn().await?;
-        let crate::db::PgConn { client, st } = &mut *c;
-        let tx = client.transaction().await.map_err(|e| self.fail(e))?;
-        let locked = tx.query_opt(&st.lock_user, &[&uid]).await.map_err(|e| self.fail(e))?;
-        if locked.is_none() {
-            return Ok(None);
-        }
-        let r = tx.query_one(&st.bump_not_before, &[&uid]).await.map_err(|e| self.fail(e))?;
-        tx.commit().await.map_err(|e| self.fail(e))?;
-        Ok(Some((r.get(0), r.get::<_, &str>(1) == "active")))
-    }
-
-    /// Sets a status; moves the not-before. Returns (id, status, updated at,
-    /// min_session_id), or None for an unknown user.
-    pub async fn set_status(
-        &self,
-        uid: i64,
-        status: &str,
-    ) -> Result<Option<(i64, String, DateTime<Utc>, i64)>, DbError> {
-        let mut c = self.conn().await?;
-        let crate::db::PgConn { client, st } = &mut *c;
-        let tx = client.transaction().await.map_err(|e| self.fail(e))?;
-        if tx.query_opt(&st.lock_user, &[&uid]).await.map_err(|e| self.fail(e))?.is_none() {
-            return Ok(None);
-        }
-        let r = tx.query_one(&st.set_status, &[&uid, &status]).await.map_err(|e| self.fail(e))?;
-        tx.commit().await.map_err(|e| self.fail(e))?;
-        Ok(Some((r.get(0), r.get(1), r.get(2), r.get(3))))
-    }
+    if password.contains('\0') { Err("may not contain U+0000") } else { Ok(()) }
 }
 
 fn token_response(pair: &TokenPair) -> Result<Resp, ApiError> {
@@ -187,14 +100,14 @@ fn token_response(pair: &TokenPair) -> Result<Resp, ApiError> {
 }
 
 /// `POST /auth/register`.
-pub async fn register<B>(st: &AppState, req: Request<B>) -> Result<Resp, ApiError>
+pub async fn register<B>(st: &AppState, body: JsonBody<B>) -> Result<Resp, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let body: Credentials = read_json(req).await?;
+    let body: Credentials = st.read_json(body).await?;
     let mut errs = Vec::new();
-    if let Err(m) = validate_email(&body.email) {
+    if let Err(m) = email::validate(&body.email) {
         errs.push(FieldError::new("email", m));
     }
     if let Err(m) = validate_password(&body.password) {
@@ -205,11 +118,12 @@ where
         return Err(ApiError::Validation(errs));
     }
     let hash = st.passwords.hash(body.password).await?;
-    match st.db.insert_user(&body.email, &hash).await? {
+    let canonical = email::canonical(&body.email);
+    match st.db.insert_user(&body.email, &canonical, &hash, Role::User).await? {
         Some(user) => {
             st.metrics.auth_event("register", "success");
             tracing::info!(target: "audit", event = "register", outcome = "success", user_id = user.id);
-            json(StatusCode::CREATED, &user)
+            json(StatusCode::CREATED, &UserOut::new(&user, false))
         }
         None => {
             st.metrics.auth_event("register", "conflict");
@@ -219,89 +133,109 @@ where
     }
 }
 
-/// `POST /auth/login`.
-pub async fn login<B>(st: &AppState, req: Request<B>) -> Result<Resp, ApiError>
+/// Shape checks of login input: bounded sizes and no U+0000, so a login
+/// costs a bounded look-up and Redis key whatever the client sends. (No
+/// address syntax check: an address that cannot exist simply fails.)
+fn check_login_input(c: &Credentials) -> Result<(), ApiError> {
+    let mut errs = Vec::new();
+    if c.email.is_empty() || c.email.chars().count() > email::MAX_LEN {
+        errs.push(FieldError::new("email", "must be 1 to 254 characters"));
+    }
+    check_text("email", &c.email, &mut errs);
+    if c.password.chars().count() > MAX_PASSWORD {
+        errs.push(FieldError::new("password", "must be at most 128 characters"));
+    }
+    check_text("password", &c.password, &mut errs);
+    if errs.is_empty() { Ok(()) } else { Err(ApiError::Validation(errs)) }
+}
+
+/// `POST /auth/login`: reserve an attempt, then verify (see `throttle`).
+pub async fn login<B>(st: &AppState, body: JsonBody<B>) -> Result<Resp, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let body: Credentials = read_json(req).await?;
-    let email_lower = body.email.to_lowercase();
-    if let Err(e) = st.throttle.check(&email_lower).await {
-        st.metrics.auth_event("login", "throttled");
-        tracing::info!(target: "audit", event = "login", outcome = "throttled");
-        return Err(e);
-    }
-    let user = st.db.user_for_login(&body.email).await?;
+    let body: Credentials = st.read_json(body).await?;
+    check_login_input(&body)?;
+    let canonical = email::canonical(&body.email);
+    let reservation = match st.throttle.reserve(&email::digest(&canonical)).await {
+        Ok(r) => r,
+        Err(e) => {
+            st.metrics.auth_event("login", "throttled");
+            tracing::info!(target: "audit", event = "login", outcome = "throttled");
+            return Err(e);
+        }
+    };
+    let user = match st.db.user_for_login(&canonical).await {
+        Ok(u) => u,
+        Err(e) => {
+            st.throttle.release(reservation).await;
+            return Err(e.into());
+        }
+    };
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let ok = st.passwords.verify(hash, body.password).await?;
+    let ok = match st.passwords.verify(hash, body.password).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            st.throttle.release(reservation).await;
+            return Err(e);
+        }
+    };
     let user = match user {
         Some(u) if ok => u,
         _ => {
-            st.throttle.failed(&email_lower).await;
+            // The reservation stays: it is this failure's count.
+            drop(reservation);
             st.metrics.auth_event("login", "failure");
             tracing::info!(target: "audit", event = "login", outcome = "failure");
             return Err(ApiError::InvalidCredentials);
         }
     };
-    st.throttle.succeeded(&email_lower).await;
+    st.throttle.clear(reservation).await;
     let inactive = || {
         st.metrics.auth_event("login", "inactive");
         tracing::info!(target: "audit", event = "login", outcome = "inactive", user_id = user.id);
         ApiError::Forbidden("This account is not active.")
     };
-    if user.status != "active" {
+    if !user.status.is_active() {
         return Err(inactive());
     }
     let jti = new_jti();
-    let Some(sid) = st.db.insert_session(user.id, &jti, st.config.refresh_ttl.as_secs_f64()).await? else {
+    let ttl = st.config.refresh_ttl.as_secs_f64();
+    let Some(session) = st.db.insert_session(user.id, &jti, ttl, st.config.max_sessions_per_user).await? else {
         return Err(inactive()); // blocked between the look-up and now
     };
+    for old in &session.trimmed {
+        st.revocation.session_revoked(user.id, *old).await;
+    }
     st.metrics.auth_event("login", "success");
-    tracing::info!(target: "audit", event = "login", outcome = "success", user_id = user.id, session_id = sid);
-    token_response(&st.tokens.issue(user.id, sid, user.role, jti))
+    tracing::info!(target: "audit", event = "login", outcome = "success", user_id = user.id, session_id = session.id);
+    token_response(&st.tokens.issue(user.id, session.id, user.role, jti, session.expires_at.timestamp()))
 }
 
 /// `POST /auth/refresh`: rotation with reuse detection (flow B).
-pub async fn refresh<B>(st: &AppState, req: Request<B>) -> Result<Resp, ApiError>
+pub async fn refresh<B>(st: &AppState, body: JsonBody<B>) -> Result<Resp, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let body: RefreshBody = read_json(req).await?;
+    let body: RefreshBody = st.read_json(body).await?;
     let fail = |reason: &'static str| {
         st.metrics.auth_event("refresh", "failure");
         ApiError::invalid_token(reason)
     };
     let p = st.tokens.verify(&body.refresh_token, TokenType::Refresh).map_err(fail)?;
     // Redis first: a blocked user or revoked session costs no write.
-    st.revocation.check(&p, None).await.map_err(|e| {
-        st.metrics.auth_event("refresh", "failure");
-        e
-    })?;
+    st.revocation.check(&p, &[]).await.inspect_err(|_| st.metrics.auth_event("refresh", "failure"))?;
     let new = new_jti();
-    let c = st.db.conn().await?;
-    let rotated = c
-        .client
-        .query_opt(&c.st.rotate_session, &[&p.session_id, &p.jti, &new, &p.user_id])
-        .await
-        .map_err(|e| st.db.fail(e))?;
-    if let Some(row) = rotated {
-        drop(c);
-        let role = Role::parse(row.get(0));
+    if let Some((role, expires_at)) = st.db.rotate_session(p.session_id, &p.jti, &new, p.user_id).await? {
         st.metrics.auth_event("refresh", "success");
         tracing::info!(target: "audit", event = "refresh", outcome = "success", user_id = p.user_id, session_id = p.session_id);
-        return token_response(&st.tokens.issue(p.user_id, p.session_id, role, new));
+        return token_response(&st.tokens.issue(p.user_id, p.session_id, role, new, expires_at.timestamp()));
     }
     // Not the current token of a live session. If the session is live with
     // another token id, this one was consumed before: reuse. End it.
-    let reused = c
-        .client
-        .query_opt(&c.st.revoke_reused, &[&p.session_id, &p.jti, &p.user_id])
-        .await
-        .map_err(|e| st.db.fail(e))?;
-    drop(c);
-    if reused.is_some() {
+    if st.db.revoke_reused(p.session_id, &p.jti, p.user_id).await? {
         st.revocation.session_revoked(p.user_id, p.session_id).await;
         st.metrics.auth_event("refresh", "reuse");
         tracing::warn!(target: "audit", event = "refresh", outcome = "reuse", user_id = p.user_id, session_id = p.session_id);
@@ -311,11 +245,9 @@ where
 }
 
 /// `POST /auth/logout`: ends this session.
-pub async fn logout<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> {
-    let p = st.authenticate(req).await?;
-    let c = st.db.conn().await?;
-    c.client.execute(&c.st.revoke_session, &[&p.session_id, &p.user_id, &"logout"]).await.map_err(|e| st.db.fail(e))?;
-    drop(c);
+pub async fn logout(st: &AppState, caller: Caller) -> Result<Resp, ApiError> {
+    let p = &caller.principal;
+    st.db.revoke_session(p.session_id, p.user_id, "logout").await?;
     st.revocation.session_revoked(p.user_id, p.session_id).await;
     st.metrics.auth_event("logout", "success");
     tracing::info!(target: "audit", event = "logout", outcome = "success", user_id = p.user_id, session_id = p.session_id);
@@ -323,73 +255,82 @@ pub async fn logout<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError
 }
 
 /// `POST /auth/logout-all`: ends every session issued up to now.
-pub async fn logout_all<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> {
-    let p = st.authenticate(req).await?;
-    let (min, active) = st.db.bump_not_before(p.user_id).await?.ok_or(ApiError::invalid_token("user gone"))?;
-    st.revocation.not_before_moved(p.user_id, min, active).await;
+pub async fn logout_all(st: &AppState, caller: Caller) -> Result<Resp, ApiError> {
+    let uid = caller.principal.user_id;
+    let (min, active) = st.db.bump_not_before(uid).await?.ok_or(ApiError::invalid_token("user gone"))?;
+    st.revocation.not_before_moved(uid, min, active).await;
     st.metrics.auth_event("logout", "all");
-    tracing::info!(target: "audit", event = "logout_all", outcome = "success", user_id = p.user_id);
+    tracing::info!(target: "audit", event = "logout_all", outcome = "success", user_id = uid);
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `GET /me`.
-pub async fn me<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> {
-    let p = st.authenticate(req).await?;
-    let user = st.db.user_by_id(p.user_id).await?.ok_or(ApiError::invalid_token("user gone"))?;
-    json(StatusCode::OK, &user)
+pub async fn me(st: &AppState, caller: Caller) -> Result<Resp, ApiError> {
+    let user = st.db.user_by_id(caller.principal.user_id).await?.ok_or(ApiError::invalid_token("user gone"))?;
+    json(StatusCode::OK, &UserOut::new(&user, true))
 }
 
-/// `PATCH /admin/users/{id}/status` (flow C).
-pub async fn set_status<B>(st: &AppState, req: Request<B>, uid: i64) -> Result<Resp, ApiError>
+/// `PATCH /admin/users/{id}/status` (flow C): PostgreSQL commits, Redis is
+/// written, then the admin is answered.
+pub async fn set_status<B>(st: &AppState, caller: Caller, body: JsonBody<B>, uid: i64) -> Result<Resp, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let admin = st.authenticate(&req).await?;
-    crate::tasks::require_admin(&admin)?;
-    let body: StatusBody = read_json(req).await?;
-    if !STATUSES.contains(&body.status.as_str()) {
-        return Err(ApiError::field("status", "must be one of active, banned, deactivated, security_issue"));
-    }
-    let (id, status, at, min) = st.db.set_status(uid, &body.status).await?.ok_or(ApiError::NotFound)?;
-    st.revocation.not_before_moved(id, min, status == "active").await;
-    tracing::info!(target: "audit", event = "status_change", admin_id = admin.user_id, user_id = id, status = %status);
+    let body: StatusBody = st.read_json(body).await?;
+    let status = Status::parse(&body.status)
+        .ok_or_else(|| ApiError::field("status", "must be one of active, banned, deactivated, security_issue"))?;
+    let change = st.db.set_status(uid, status).await?.ok_or(ApiError::NotFound)?;
+    st.revocation.not_before_moved(change.id, change.min_session_id, change.status.is_active()).await;
+    tracing::info!(target: "audit", event = "status_change", admin_id = caller.principal.user_id, user_id = change.id, status = change.status.as_str());
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Out {
         id: i64,
-        status: String,
+        status: Status,
         status_updated_at: String,
     }
-    json(StatusCode::OK, &Out { id, status, status_updated_at: ts(&at) })
+    json(StatusCode::OK, &Out { id: change.id, status: change.status, status_updated_at: ts(&change.at) })
 }
 
 /// Makes sure the `ADMIN_EMAIL` account exists, is an active admin and has
-/// `ADMIN_PASSWORD`. Runs at start-up.
+/// `ADMIN_PASSWORD`. Runs at start-up. If it has to change an existing
+/// account (password, role or status), every session that account had is
+/// ended: otherwise whoever registered the address first would refresh
+/// their way to an admin token.
 pub async fn bootstrap_admin(st: &AppState) -> anyhow::Result<()> {
-    let (Some(email), Some(password)) = (&st.config.admin_email, &st.config.admin_password) else {
+    let (Some(address), Some(password)) = (&st.config.admin_email, &st.config.admin_password) else {
         return Ok(());
     };
-    if let Err(m) = validate_email(email) {
+    if let Err(m) = email::validate(address) {
         anyhow::bail!("ADMIN_EMAIL {m}");
     }
-    let hash = st.passwords.hash(password.expose().to_owned()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let c = st.db.conn().await?;
-    let row = c
-        .client
-        .query_one(
-            "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'admin') \
-             ON CONFLICT ((lower(email))) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin' \
-             RETURNING id, status",
-            &[email, &hash],
-        )
-        .await?;
-    drop(c);
-    let (id, status): (i64, String) = (row.get(0), row.get(1));
-    if status != "active" {
-        let (_, _, _, min) = st.db.set_status(id, "active").await?.ok_or_else(|| anyhow::anyhow!("admin vanished"))?;
-        st.revocation.not_before_moved(id, min, true).await;
-    }
+    let canonical = email::canonical(address);
+    let password = password.expose().to_owned();
+    let existing = st.db.user_for_login(&canonical).await?;
+    let id = match existing {
+        None => {
+            let hash = st.passwords.hash(password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            match st.db.insert_user(address, &canonical, &hash, Role::Admin).await? {
+                Some(u) => u.id,
+                None => anyhow::bail!("ADMIN_EMAIL was registered concurrently; restart to apply the bootstrap"),
+            }
+        }
+        Some(u) => {
+            let same_password = st.passwords.verify(Some(u.password_hash.clone()), password.clone()).await?;
+            if u.role != Role::Admin || !u.status.is_active() || !same_password {
+                let hash = if same_password {
+                    u.password_hash
+                } else {
+                    st.passwords.hash(password).await.map_err(|e| anyhow::anyhow!("{e}"))?
+                };
+                let min = st.db.reset_admin(u.id, &hash).await?.ok_or_else(|| anyhow::anyhow!("admin vanished"))?;
+                st.revocation.not_before_moved(u.id, min, true).await;
+                tracing::warn!(target: "audit", event = "admin_bootstrap", user_id = u.id, "existing account changed; its sessions ended");
+            }
+            u.id
+        }
+    };
     tracing::info!(target: "audit", event = "admin_bootstrap", user_id = id);
     Ok(())
 }
@@ -399,23 +340,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn emails_are_checked_for_shape_and_length() {
-        assert!(validate_email("a@b.io").is_ok());
-        assert!(validate_email("First.Last+tag@Example.COM").is_ok());
-        for bad in ["", "plain", "a@b", "@b.io", "a@@b.io", "a b@c.io", "a@b..io", "a@.io"] {
-            assert!(validate_email(bad).is_err(), "{bad:?} should be refused");
-        }
-        let long = format!("{}@{}.io", "a".repeat(64), "b".repeat(186));
-        assert_eq!(long.len(), 254);
-        assert!(validate_email(&long).is_ok());
-        assert!(validate_email(&format!("a{long}")).is_err());
-    }
-
-    #[test]
-    fn passwords_are_8_to_128_characters() {
+    fn passwords_are_8_to_128_characters_without_nul() {
         assert!(validate_password("1234567").is_err());
         assert!(validate_password("12345678").is_ok());
         assert!(validate_password(&"é".repeat(128)).is_ok());
         assert!(validate_password(&"x".repeat(129)).is_err());
+        assert!(validate_password("12345678\0").is_err());
+    }
+
+    #[test]
+    fn login_input_is_bounded() {
+        let c = |e: &str, p: &str| Credentials { email: e.into(), password: p.into() };
+        assert!(check_login_input(&c("a@b.io", "whatever")).is_ok());
+        assert!(check_login_input(&c(&"a".repeat(60_000), "whatever")).is_err());
+        assert!(check_login_input(&c("a\0@b.io", "whatever")).is_err());
+        assert!(check_login_input(&c("a@b.io", &"p".repeat(129))).is_err());
     }
 }

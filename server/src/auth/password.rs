@@ -51,6 +51,24 @@ pub fn verify_blocking(argon: &Argon2<'_>, hash: &str, password: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| argon.verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// One place in the hashing queue, given back on drop.
+struct QueueSlot<'a>(&'a AtomicUsize);
+
+impl<'a> QueueSlot<'a> {
+    fn take(queued: &'a AtomicUsize, max: usize) -> Option<Self> {
+        queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Self(queued))
+    }
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The bounded hashing pool.
 pub struct Passwords {
     argon: Argon2<'static>,
@@ -76,12 +94,12 @@ impl Passwords {
         &self,
         job: impl FnOnce(&Argon2<'static>) -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= self.queue_max {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::Unavailable(anyhow::anyhow!("password hashing queue is full")));
-        }
+        // A guard, not paired calls around the await: a waiter that is
+        // dropped (its request cancelled) leaves the queue too.
+        let queued = QueueSlot::take(&self.queued, self.queue_max)
+            .ok_or_else(|| ApiError::Unavailable(anyhow::anyhow!("password hashing queue is full")))?;
         let permit = self.slots.clone().acquire_owned().await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        drop(queued);
         let permit = permit.map_err(|e| ApiError::Internal(e.into()))?;
         let argon = self.argon.clone();
         let hist = self.metrics.password_hash.clone();
@@ -122,6 +140,20 @@ mod tests {
         let p = Params::try_from(&h).expect("argon2 params");
         assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_LANES));
         assert!(!verify_blocking(&argon2(), DUMMY_HASH, ""));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_gives_its_queue_place_back() {
+        let pool = Passwords::new(1, 2, Arc::new(Metrics::new()));
+        let busy = pool.slots.clone().acquire_owned().await.expect("slot");
+        for _ in 0..10 {
+            // Each waiter queues behind the busy slot, then is dropped.
+            let waiter = pool.run(|_| ());
+            assert!(tokio::time::timeout(std::time::Duration::from_millis(5), waiter).await.is_err());
+        }
+        assert_eq!(pool.queued.load(Ordering::Acquire), 0, "no place leaked");
+        drop(busy);
+        assert!(pool.run(|_| ()).await.is_ok(), "the pool still serves");
     }
 
     #[test]

@@ -24,21 +24,21 @@
 //! and page (see `tasks::cache`). The decision needs nothing else.
 //!
 //! # When Redis cannot be trusted
+//! `crate::trust` decides; this module acts on it:
 //! - Redis errors or times out: the same facts come from PostgreSQL in one
 //!   query. If PostgreSQL fails too: 503, never an accept.
-//! - Redis lost its state (restart, FLUSHALL, eviction of `epoch`): `epoch`
-//!   is missing, so the answer comes from PostgreSQL and a rebuild starts:
-//!   blocked users, recent not-befores and unexpired revoked sessions are
-//!   copied from PostgreSQL, then `epoch` is set, unless a flush happened
-//!   meanwhile (the `rebuild` marker is checked and `epoch` set in one Lua
-//!   call). Run Redis without persistence: an old snapshot brought back
-//!   would carry an old `epoch`.
-//! - A revocation committed in PostgreSQL could not be written to Redis:
-//!   this instance answers from PostgreSQL and keeps trying to delete
-//!   `epoch`; once that succeeds every instance rebuilds from PostgreSQL.
-//!   (Until then another instance that still reaches a Redis this one cannot
-//!   would not see the revocation: a partition of one instance from a live
-//!   Redis, bounded by the retry interval once it heals.)
+//! - Redis is not trusted (its configuration may evict, or a write to it
+//!   failed): PostgreSQL answers without asking Redis.
+//! - Redis lost its state (restart with or without a snapshot, FLUSHALL, a
+//!   promoted replica): `epoch` is missing or names another Redis process,
+//!   so the answer comes from PostgreSQL and a rebuild starts: blocked users,
+//!   recent not-befores and unexpired revoked sessions are copied from
+//!   PostgreSQL in batches, then `epoch` is set to a new id bound to the
+//!   process, unless a flush or a failed write voided the rebuild marker
+//!   meanwhile (checked and set in one Lua call).
+//!
+//! Access tokens never outlive their session (`token::Tokens::issue` caps
+//! `exp` at the session's expiry), so a rebuild may skip expired sessions.
 //!
 //! # Writes (flow C)
 //! PostgreSQL commits first, then Redis is written, then the client is
@@ -48,10 +48,12 @@
 //! as the refresh lifetime: no token older than that can still be valid.
 
 use crate::auth::token::Principal;
+use crate::background::Background;
 use crate::db::Db;
 use crate::http::error::ApiError;
 use crate::kv::Kv;
 use crate::metrics::{CheckSource, Metrics};
+use crate::trust::{EpochId, Trust, parse_epoch};
 use redis::Script;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -69,35 +71,29 @@ redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
 return 1
 ";
 
-/// Sets `epoch` only if the rebuild marker is still ours (no flush since).
-/// KEYS = rebuild marker, epoch; ARGV[1] = rebuild id.
+/// Sets `epoch` only if the rebuild marker is still ours (no flush and no
+/// failed write since). KEYS = rebuild marker, epoch; ARGV = rebuild id,
+/// epoch value.
 const FINISH_REBUILD: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[2])
   redis.call('DEL', KEYS[1])
   return 1
 end
 return 0
 ";
 
-/// How often a failed Redis write is followed by an attempt to void `epoch`.
-const EPOCH_RESET_RETRY: Duration = Duration::from_millis(100);
+/// Rows read from PostgreSQL per batch of a rebuild.
+const REBUILD_BATCH: i64 = 1000;
 
-/// The extra keys a caller wants in the same round trip (the task cache).
-pub struct CacheKeys {
-    /// The user's generation key.
-    pub tgen: String,
-    /// The page's key.
-    pub page: String,
-}
-
-/// What Redis said about the cache keys.
+/// What a passed check learned besides "not revoked".
 #[derive(Debug, Default)]
-pub struct CacheProbe {
-    /// The user's generation tag (None: no tag yet, or Redis lost it).
-    pub tag: Option<Vec<u8>>,
-    /// The stored page, `TAG\nBODY`.
-    pub entry: Option<Vec<u8>>,
+pub struct Checked {
+    /// The epoch Redis was trusted under; None when PostgreSQL answered.
+    pub epoch: Option<EpochId>,
+    /// The values of the caller's extra keys, in order; empty when
+    /// PostgreSQL answered (Redis's values are not to be used then).
+    pub extra: Vec<Option<Vec<u8>>>,
 }
 
 /// Is the token (user, session) dead, given the user's state? The one
@@ -123,201 +119,171 @@ pub fn parse_nbf(v: &[u8]) -> (bool, i64) {
 pub struct Revocation {
     kv: Kv,
     db: Db,
+    trust: Arc<Trust>,
+    background: Background,
     metrics: Arc<Metrics>,
-    refresh_ttl: Duration,
+    entry_ttl: Duration,
     newest_wins: Script,
     finish_rebuild: Script,
     rebuilding: AtomicBool,
-    /// Set when a revocation could not reach Redis: answer from PostgreSQL
-    /// until `epoch` has been voided.
-    redis_behind: AtomicBool,
 }
 
 impl Revocation {
-    /// The service.
-    pub fn new(kv: Kv, db: Db, metrics: Arc<Metrics>, refresh_ttl: Duration) -> Arc<Self> {
+    /// The service. `entry_ttl` is how long a revocation entry must live:
+    /// as long as the longest-lived token it could refuse.
+    pub fn new(
+        kv: Kv,
+        db: Db,
+        trust: Arc<Trust>,
+        background: Background,
+        metrics: Arc<Metrics>,
+        entry_ttl: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             kv,
             db,
+            trust,
+            background,
             metrics,
-            refresh_ttl,
+            entry_ttl,
             newest_wins: Script::new(NEWEST_WINS),
             finish_rebuild: Script::new(FINISH_REBUILD),
             rebuilding: AtomicBool::new(false),
-            redis_behind: AtomicBool::new(false),
         })
     }
 
-    /// Flow A: refuses a dead token with 401. `cache` adds the task cache's
-    /// keys to the same round trip; their values come back when Redis
-    /// answered (None when the answer came from PostgreSQL alone).
-    pub async fn check(
-        self: &Arc<Self>,
-        p: &Principal,
-        cache: Option<CacheKeys>,
-    ) -> Result<Option<CacheProbe>, ApiError> {
-        if !self.redis_behind.load(Ordering::Relaxed) {
+    /// Flow A: refuses a dead token with 401. `extra` are keys another part
+    /// of the request wants in the same round trip (the task cache's tag and
+    /// page); their values come back only when Redis was trusted.
+    pub async fn check(self: &Arc<Self>, p: &Principal, extra: &[String]) -> Result<Checked, ApiError> {
+        if self.trust.usable() {
             let k = &self.kv.keys;
             let mut mget = redis::cmd("MGET");
-            mget.arg(k.epoch()).arg(k.nbf(p.user_id)).arg(k.sess(p.user_id, p.session_id));
-            if let Some(c) = &cache {
-                mget.arg(&c.tgen).arg(&c.page);
+            mget.arg(k.epoch_for(p.user_id)).arg(k.nbf(p.user_id)).arg(k.sess(p.user_id, p.session_id));
+            for key in extra {
+                mget.arg(key);
             }
-            let reply: Result<Vec<Option<Vec<u8>>>, _> = self.kv.run("revocation_check", &mget).await;
-            if let Ok(values) = reply {
+            if let Ok((values, origin)) = self.kv.run_origin::<Vec<Option<Vec<u8>>>, _>("revocation_check", &mget).await
+            {
                 let mut v = values.into_iter();
                 let (epoch, nbf, sess) = (v.next().flatten(), v.next().flatten(), v.next().flatten());
-                let probe = cache.as_ref().map(|_| CacheProbe { tag: v.next().flatten(), entry: v.next().flatten() });
-                if epoch.is_some() {
-                    let (blocked, min) = nbf.as_deref().map(parse_nbf).unwrap_or((false, 0));
-                    let revoked = is_revoked(p.session_id, blocked, min, sess.is_some());
-                    self.metrics.revocation_check(CheckSource::Redis, revoked);
-                    if revoked {
-                        return Err(ApiError::invalid_token("revoked (redis)"));
+                match epoch.as_deref().and_then(|e| parse_epoch(e, &origin)) {
+                    Some(id) => {
+                        let (blocked, min) = nbf.as_deref().map(parse_nbf).unwrap_or((false, 0));
+                        let revoked = is_revoked(p.session_id, blocked, min, sess.is_some());
+                        self.metrics.revocation_check(CheckSource::Redis, revoked);
+                        if revoked {
+                            return Err(ApiError::invalid_token("revoked (redis)"));
+                        }
+                        return Ok(Checked { epoch: Some(id), extra: v.collect() });
                     }
-                    return Ok(probe);
+                    // Missing, or written to another Redis process: Redis
+                    // lost state. PostgreSQL answers; Redis is rebuilt.
+                    None => self.start_rebuild(),
                 }
-                // Redis lost its state: rebuild in the background, answer
-                // from PostgreSQL now. The cache probe stays usable: its
-                // correctness rests on generation tags, not on `epoch`.
-                self.start_rebuild();
-                self.check_db(p).await?;
-                return Ok(probe);
             }
         }
         self.check_db(p).await?;
-        Ok(None)
+        Ok(Checked::default())
     }
 
     /// The same decision from PostgreSQL, in one query.
     async fn check_db(&self, p: &Principal) -> Result<(), ApiError> {
-        let c = self.db.conn().await?;
-        let row = c
-            .client
-            .query_opt(&c.st.revocation_state, &[&p.user_id, &p.session_id])
-            .await
-            .map_err(|e| self.db.fail(e))?;
-        let revoked = match row {
+        let revoked = match self.db.revocation_state(p.user_id, p.session_id).await? {
             None => true,
-            Some(r) => {
-                let status: &str = r.get(0);
-                let min: i64 = r.get(1);
-                let live: bool = r.get::<_, Option<bool>>(2).unwrap_or(false);
-                is_revoked(p.session_id, status != "active", min, !live)
-            }
+            Some(s) => is_revoked(p.session_id, !s.status.is_active(), s.min_session_id, !s.session_live),
         };
         self.metrics.revocation_check(CheckSource::Db, revoked);
         if revoked { Err(ApiError::invalid_token("revoked (db)")) } else { Ok(()) }
     }
 
     /// After a session was revoked in PostgreSQL: mirror it to Redis.
-    pub async fn session_revoked(self: &Arc<Self>, uid: i64, sid: i64) {
+    pub async fn session_revoked(&self, uid: i64, sid: i64) {
         let cmd = redis::cmd("SET")
             .arg(self.kv.keys.sess(uid, sid))
             .arg(1)
             .arg("PX")
-            .arg(self.refresh_ttl.as_millis() as u64)
+            .arg(self.entry_ttl.as_millis() as u64)
             .to_owned();
         if self.kv.run::<(), _>("revocation_write", &cmd).await.is_err() {
-            self.redis_fell_behind();
+            self.trust.fell_behind();
         }
     }
 
     /// After a not-before moved in PostgreSQL: mirror it, newest wins.
-    pub async fn not_before_moved(self: &Arc<Self>, uid: i64, min_session_id: i64, active: bool) {
+    pub async fn not_before_moved(&self, uid: i64, min_session_id: i64, active: bool) {
         let key = self.kv.keys.nbf(uid);
         let mut inv = self.newest_wins.key(key);
-        inv.arg(min_session_id).arg(if active { "a" } else { "b" }).arg(self.refresh_ttl.as_millis() as u64);
+        inv.arg(min_session_id).arg(if active { "a" } else { "b" }).arg(self.entry_ttl.as_millis() as u64);
         if self.kv.run::<i64, _>("revocation_write", &inv).await.is_err() {
-            self.redis_fell_behind();
+            self.trust.fell_behind();
         }
     }
 
-    /// A revocation is in PostgreSQL but not in Redis: stop trusting Redis
-    /// here, and void `epoch` as soon as Redis answers so every instance
-    /// stops trusting it and rebuilds.
-    fn redis_fell_behind(self: &Arc<Self>) {
-        if self.redis_behind.swap(true, Ordering::AcqRel) {
-            return; // a retry loop is already running
-        }
-        tracing::warn!("a revocation could not be written to Redis; answering from PostgreSQL until Redis is reset");
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let del = redis::cmd("DEL").arg(this.kv.keys.epoch()).to_owned();
-            loop {
-                if this.kv.run::<i64, _>("epoch_reset", &del).await.is_ok() {
-                    this.redis_behind.store(false, Ordering::Release);
-                    tracing::info!("Redis epoch voided; instances will rebuild from PostgreSQL");
-                    return;
-                }
-                tokio::time::sleep(EPOCH_RESET_RETRY).await;
-            }
-        });
-    }
-
-    /// Starts a rebuild unless one is running in this process.
+    /// Starts a rebuild unless one is running in this process. The rebuild
+    /// is a job: it runs to its end (or fails) even during shutdown.
     pub fn start_rebuild(self: &Arc<Self>) {
-        if self.rebuilding.swap(true, Ordering::AcqRel) {
+        if self.background.is_stopping() || self.rebuilding.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        drop(self.background.job(async move {
             match this.rebuild().await {
                 Ok(true) => tracing::info!("revocation state rebuilt in Redis from PostgreSQL"),
                 Ok(false) => {
-                    tracing::warn!("Redis was flushed during the rebuild; will rebuild again")
+                    tracing::warn!("Redis was flushed or fell behind during the rebuild; will rebuild again")
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "rebuilding Redis from PostgreSQL failed; will retry")
                 }
             }
             this.rebuilding.store(false, Ordering::Release);
-        });
+        }));
     }
 
     /// Copies every revocation that can still matter from PostgreSQL into
-    /// Redis, then marks Redis trustworthy. Returns whether it did.
+    /// Redis, in batches, then marks Redis complete under a new epoch bound
+    /// to the Redis process. Returns whether it did.
     pub async fn rebuild(&self) -> anyhow::Result<bool> {
         let k = &self.kv.keys;
-        let id = format!("{:016x}", rand::random::<u64>());
-        let mark = redis::cmd("SET").arg(k.rebuild()).arg(&id).arg("PX").arg(120_000).to_owned();
-        self.kv.run::<(), _>("rebuild", &mark).await?;
-        let (users, sessions) = {
-            let c = self.db.conn().await?;
-            let secs = self.refresh_ttl.as_secs_f64();
-            let users = c.client.query(&c.st.rebuild_users, &[&secs]).await.map_err(|e| self.db.fail(e))?;
-            let sessions = c.client.query(&c.st.rebuild_sessions, &[]).await.map_err(|e| self.db.fail(e))?;
-            (users, sessions)
-        };
-        let ttl = self.refresh_ttl.as_millis() as u64;
+        let id = EpochId::random();
+        let mark = redis::cmd("SET").arg(k.rebuild()).arg(id.hex()).arg("PX").arg(120_000).to_owned();
+        let ((), run_id) = self.kv.run_origin::<(), _>("rebuild", &mark).await?;
+        let ttl = self.entry_ttl.as_millis() as u64;
         let sha = self.newest_wins.get_hash().to_owned();
         let load = redis::cmd("SCRIPT").arg("LOAD").arg(NEWEST_WINS).to_owned();
         self.kv.run::<String, _>("rebuild", &load).await?;
-        for chunk in users.chunks(500) {
+        let mut after = 0;
+        loop {
+            let users = self.db.rebuild_users(self.entry_ttl, after, REBUILD_BATCH).await?;
+            let Some(last) = users.last() else { break };
+            after = last.id;
             let mut pipe = redis::pipe();
-            for r in chunk {
-                let (uid, status, min): (i64, &str, i64) = (r.get(0), r.get(1), r.get(2));
+            for u in &users {
                 pipe.cmd("EVALSHA")
                     .arg(&sha)
                     .arg(1)
-                    .arg(k.nbf(uid))
-                    .arg(min)
-                    .arg(if status == "active" { "a" } else { "b" })
+                    .arg(k.nbf(u.id))
+                    .arg(u.min_session_id)
+                    .arg(if u.status.is_active() { "a" } else { "b" })
                     .arg(ttl)
                     .ignore();
             }
             self.kv.run::<(), _>("rebuild", &pipe).await?;
         }
-        for chunk in sessions.chunks(500) {
+        let mut after = 0;
+        loop {
+            let sessions = self.db.rebuild_sessions(after, REBUILD_BATCH).await?;
+            let Some(last) = sessions.last() else { break };
+            after = last.id;
             let mut pipe = redis::pipe();
-            for r in chunk {
-                let (sid, uid, left_ms): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
-                pipe.cmd("SET").arg(k.sess(uid, sid)).arg(1).arg("PX").arg(left_ms.max(1)).ignore();
+            for s in &sessions {
+                pipe.cmd("SET").arg(k.sess(s.user_id, s.id)).arg(1).arg("PX").arg(s.left_ms.max(1)).ignore();
             }
             self.kv.run::<(), _>("rebuild", &pipe).await?;
         }
         let mut fin = self.finish_rebuild.key(k.rebuild());
-        fin.key(k.epoch()).arg(&id);
+        fin.key(k.epoch()).arg(id.hex()).arg(id.value(&run_id));
         let done: i64 = self.kv.run("rebuild", &fin).await?;
         Ok(done == 1)
     }

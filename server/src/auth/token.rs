@@ -21,29 +21,7 @@ pub enum TokenType {
     Refresh,
 }
 
-/// A user's role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everyone.
-    User,
-    /// May list every task and change user statuses.
-    Admin,
-}
-
-impl Role {
-    /// From the database's text.
-    pub fn parse(s: &str) -> Self {
-        if s == "admin" { Role::Admin } else { Role::User }
-    }
-    /// As stored and sent.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-        }
-    }
-}
+pub use crate::db::users::Role;
 
 /// The claims of API.md ("Tokens"); nothing else is accepted.
 #[derive(Debug, Serialize, Deserialize)]
@@ -142,13 +120,19 @@ impl Tokens {
             .unwrap_or_else(|e| panic!("signing a JWT failed: {e}"))
     }
 
-    /// An access token and a refresh token whose id is `refresh_jti`.
-    pub fn issue(&self, uid: i64, sid: i64, role: Role, refresh_jti: String) -> TokenPair {
+    /// An access token and a refresh token whose id is `refresh_jti`, for
+    /// a session that ends at `session_end` (Unix seconds). Neither token
+    /// outlives its session: once the session has expired no token of it
+    /// verifies, so nothing has to remember that session's revocation after
+    /// that (the Redis rebuild skips expired sessions).
+    pub fn issue(&self, uid: i64, sid: i64, role: Role, refresh_jti: String, session_end: i64) -> TokenPair {
+        let left = Duration::from_secs(session_end.saturating_sub(unix_now()).max(0) as u64);
+        let access_ttl = self.access_ttl.min(left);
         TokenPair {
-            access_token: self.sign(uid, sid, role, TokenType::Access, new_jti(), self.access_ttl),
-            refresh_token: self.sign(uid, sid, role, TokenType::Refresh, refresh_jti, self.refresh_ttl),
+            access_token: self.sign(uid, sid, role, TokenType::Access, new_jti(), access_ttl),
+            refresh_token: self.sign(uid, sid, role, TokenType::Refresh, refresh_jti, self.refresh_ttl.min(left)),
             token_type: "Bearer",
-            expires_in: self.access_ttl.as_secs(),
+            expires_in: access_ttl.as_secs(),
         }
     }
 
@@ -208,7 +192,7 @@ mod tests {
     #[test]
     fn issued_tokens_verify_only_as_their_own_type() {
         let t = tokens();
-        let pair = t.issue(7, 42, Role::Admin, "r1".into());
+        let pair = t.issue(7, 42, Role::Admin, "r1".into(), unix_now() + 600);
         let p = t.verify(&pair.access_token, TokenType::Access).expect("access verifies");
         assert_eq!((p.user_id, p.session_id, p.role), (7, 42, Role::Admin));
         assert_eq!(t.verify(&pair.access_token, TokenType::Refresh), Err("wrong token type"));
@@ -219,7 +203,7 @@ mod tests {
 
     #[test]
     fn another_key_or_alg_none_is_refused() {
-        let pair = tokens().issue(1, 1, Role::User, "x".into());
+        let pair = tokens().issue(1, 1, Role::User, "x".into(), unix_now() + 600);
         let other = Tokens::new(b"another-secret-another-secret-xx", Duration::from_secs(60), Duration::from_secs(60));
         assert_eq!(other.verify(&pair.access_token, TokenType::Access), Err("bad signature"));
         // Same payload, header {"alg":"none"}, empty signature.
@@ -231,7 +215,7 @@ mod tests {
     #[test]
     fn cached_verification_still_refuses_expired_and_forged_tokens() {
         let t = Tokens::new(b"k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k", Duration::from_secs(1), Duration::from_secs(1));
-        let pair = t.issue(1, 2, Role::User, "x".into());
+        let pair = t.issue(1, 2, Role::User, "x".into(), unix_now() + 600);
         assert_eq!(t.verify_access(&pair.access_token).map(|p| p.session_id), Ok(2));
         assert_eq!(t.verify_access(&pair.access_token).map(|p| p.session_id), Ok(2), "from the cache");
         let mut forged = pair.access_token.clone();
@@ -243,9 +227,20 @@ mod tests {
     }
 
     #[test]
+    fn no_token_outlives_its_session() {
+        let t = tokens(); // access 60 s, refresh 600 s
+        let end = unix_now() + 5;
+        let pair = t.issue(1, 1, Role::User, "x".into(), end);
+        assert_eq!(pair.expires_in, 5);
+        let exp = |tok: &str, typ| t.verify(tok, typ).expect("verifies").exp;
+        assert!(exp(&pair.access_token, TokenType::Access) <= end);
+        assert!(exp(&pair.refresh_token, TokenType::Refresh) <= end);
+    }
+
+    #[test]
     fn expired_tokens_are_refused() {
         let t = Tokens::new(b"k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k-k", Duration::from_secs(0), Duration::from_secs(0));
-        let pair = t.issue(1, 1, Role::User, "x".into());
+        let pair = t.issue(1, 1, Role::User, "x".into(), unix_now() + 600);
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(t.verify(&pair.access_token, TokenType::Access), Err("expired"));
     }

@@ -57,6 +57,10 @@ pub enum ApiError {
     /// 405 with `Allow`.
     #[error("method not allowed")]
     MethodNotAllowed(String),
+    /// 408: the request (its body, or the whole of it) took longer than
+    /// the server waits.
+    #[error("request timeout")]
+    RequestTimeout,
     /// 409.
     #[error("conflict: {0}")]
     Conflict(&'static str),
@@ -90,6 +94,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -119,6 +124,7 @@ impl ApiError {
             Self::Forbidden(m) => (*m).into(),
             Self::NotFound => "No such resource.".into(),
             Self::MethodNotAllowed(allow) => format!("Allowed methods: {allow}."),
+            Self::RequestTimeout => "The request was not completed in time.".into(),
             Self::Conflict(m) => (*m).into(),
             Self::PayloadTooLarge => "The request body exceeds 64 KiB.".into(),
             Self::UnsupportedMediaType => "The request body must be Content-Type: application/json.".into(),
@@ -179,6 +185,9 @@ impl ApiError {
             }
             Self::Unavailable(_) => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::RequestTimeout => {
+                h.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
             }
             Self::MethodNotAllowed(allow) => {
                 if let Ok(v) = HeaderValue::from_str(allow) {

@@ -1,10 +1,26 @@
-//! The route table: (method, path template) -> route, with the template kept
-//! as the metrics label. Path matching is matchit's radix tree; this module
-//! adds methods (405 with `Allow` for a known path) and the per-route
-//! metric handles, created once here.
+//! The route table: (method, path template) -> route and the access it
+//! needs, with the template kept as the metrics label. Path matching is
+//! matchit's radix tree; this module adds methods (405 with `Allow` for a
+//! known path; `HEAD` wherever `GET` is) and the per-route metric handles,
+//! created once here.
+//!
+//! The access column is what the pipeline enforces (`app`): a handler never
+//! authenticates by itself, it receives the principal the table asked for.
 
 use crate::metrics::{Metrics, RouteMetrics};
 use hyper::Method;
+use std::sync::Arc;
+
+/// What a route needs before anything of the request is looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No token.
+    Public,
+    /// A verified, unrevoked access token.
+    User,
+    /// The same, with the role admin (else 403).
+    Admin,
+}
 
 /// Every route of API.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,35 +59,45 @@ pub enum Route {
     Metrics,
 }
 
-/// The table: method, template, route.
-pub const ROUTES: &[(Method, &str, Route)] = &[
-    (Method::POST, "/auth/register", Route::Register),
-    (Method::POST, "/auth/login", Route::Login),
-    (Method::POST, "/auth/refresh", Route::Refresh),
-    (Method::POST, "/auth/logout", Route::Logout),
-    (Method::POST, "/auth/logout-all", Route::LogoutAll),
-    (Method::GET, "/me", Route::Me),
-    (Method::GET, "/tasks", Route::ListTasks),
-    (Method::POST, "/tasks", Route::CreateTask),
-    (Method::GET, "/tasks/{id}", Route::GetTask),
-    (Method::PATCH, "/tasks/{id}", Route::UpdateTask),
-    (Method::DELETE, "/tasks/{id}", Route::DeleteTask),
-    (Method::GET, "/admin/tasks", Route::AdminTasks),
-    (Method::PATCH, "/admin/users/{id}/status", Route::AdminUserStatus),
-    (Method::GET, "/healthz", Route::Healthz),
-    (Method::GET, "/readyz", Route::Readyz),
-    (Method::GET, "/metrics", Route::Metrics),
+/// The table: method, template, route, access.
+pub const ROUTES: &[(Method, &str, Route, Access)] = &[
+    (Method::POST, "/auth/register", Route::Register, Access::Public),
+    (Method::POST, "/auth/login", Route::Login, Access::Public),
+    (Method::POST, "/auth/refresh", Route::Refresh, Access::Public),
+    (Method::POST, "/auth/logout", Route::Logout, Access::User),
+    (Method::POST, "/auth/logout-all", Route::LogoutAll, Access::User),
+    (Method::GET, "/me", Route::Me, Access::User),
+    (Method::GET, "/tasks", Route::ListTasks, Access::User),
+    (Method::POST, "/tasks", Route::CreateTask, Access::User),
+    (Method::GET, "/tasks/{id}", Route::GetTask, Access::User),
+    (Method::PATCH, "/tasks/{id}", Route::UpdateTask, Access::User),
+    (Method::DELETE, "/tasks/{id}", Route::DeleteTask, Access::User),
+    (Method::GET, "/admin/tasks", Route::AdminTasks, Access::Admin),
+    (Method::PATCH, "/admin/users/{id}/status", Route::AdminUserStatus, Access::Admin),
+    (Method::GET, "/healthz", Route::Healthz, Access::Public),
+    (Method::GET, "/readyz", Route::Readyz, Access::Public),
+    (Method::GET, "/metrics", Route::Metrics, Access::Public),
 ];
+
+/// One routed request's entry: what it is and what it needs.
+pub struct Entry {
+    /// The route.
+    pub route: Route,
+    /// The access it needs.
+    pub access: Access,
+    /// Its metric series (shared with a request that runs on as a job).
+    pub metrics: Arc<RouteMetrics>,
+}
 
 struct PathEntry {
     allow: String,
-    methods: Vec<(Method, Route, RouteMetrics)>,
+    methods: Vec<(Method, Entry)>,
 }
 
 /// What a request matched.
 pub enum Matched<'r, 'p> {
-    /// A route, its metrics and the `{id}` parameter if the template has one.
-    Route(Route, &'r RouteMetrics, Option<&'p str>),
+    /// A route and the `{id}` parameter if the template has one.
+    Route(&'r Entry, Option<&'p str>),
     /// The path exists with other methods.
     MethodNotAllowed(&'r str),
     /// No such path.
@@ -90,7 +116,10 @@ impl Router {
         let mut paths = matchit::Router::new();
         let mut entries: Vec<PathEntry> = Vec::new();
         let mut templates: Vec<&str> = Vec::new();
-        for (method, template, route) in ROUTES {
+        // Every GET route also answers HEAD (hyper sends the head only).
+        let heads = ROUTES.iter().filter(|r| r.0 == Method::GET).map(|(_, t, r, a)| (Method::HEAD, *t, *r, *a));
+        let all: Vec<(Method, &'static str, Route, Access)> = ROUTES.iter().cloned().chain(heads).collect();
+        for (method, template, route, access) in &all {
             let idx = match templates.iter().position(|t| t == template) {
                 Some(i) => i,
                 None => {
@@ -108,10 +137,13 @@ impl Router {
                 Method::POST => "POST",
                 Method::PATCH => "PATCH",
                 Method::DELETE => "DELETE",
+                Method::HEAD => "HEAD",
                 _ => "OTHER",
             };
             let e = &mut entries[idx];
-            e.methods.push((method.clone(), *route, metrics.route(method_label, template)));
+            let entry =
+                Entry { route: *route, access: *access, metrics: Arc::new(metrics.route(method_label, template)) };
+            e.methods.push((method.clone(), entry));
             if !e.allow.is_empty() {
                 e.allow.push_str(", ");
             }
@@ -120,14 +152,14 @@ impl Router {
         Self { paths, entries }
     }
 
-    /// Matches a request. `HEAD` is not served (no route needs it).
+    /// Matches a request.
     pub fn find<'r, 'p>(&'r self, method: &Method, path: &'p str) -> Matched<'r, 'p> {
         let Ok(m) = self.paths.at(path) else {
             return Matched::NotFound;
         };
         let entry = &self.entries[*m.value];
-        match entry.methods.iter().find(|(mm, _, _)| mm == method) {
-            Some((_, route, metrics)) => Matched::Route(*route, metrics, m.params.get("id")),
+        match entry.methods.iter().find(|(mm, _)| mm == method) {
+            Some((_, e)) => Matched::Route(e, m.params.get("id")),
             None => Matched::MethodNotAllowed(&entry.allow),
         }
     }
@@ -140,12 +172,18 @@ mod tests {
     #[test]
     fn routes_match_by_method_and_template() {
         let r = Router::new(&Metrics::new());
-        assert!(matches!(r.find(&Method::GET, "/tasks/12"), Matched::Route(Route::GetTask, _, Some("12"))));
-        assert!(matches!(
-            r.find(&Method::PATCH, "/admin/users/3/status"),
-            Matched::Route(Route::AdminUserStatus, _, Some("3"))
-        ));
-        assert!(matches!(r.find(&Method::PUT, "/tasks/1"), Matched::MethodNotAllowed("GET, PATCH, DELETE")));
+        let route = |m: &Method, p: &str| match r.find(m, p) {
+            Matched::Route(e, id) => Some((e.route, e.access, id.map(str::to_owned))),
+            _ => None,
+        };
+        assert_eq!(route(&Method::GET, "/tasks/12"), Some((Route::GetTask, Access::User, Some("12".into()))));
+        assert_eq!(route(&Method::HEAD, "/tasks/12"), Some((Route::GetTask, Access::User, Some("12".into()))));
+        assert_eq!(
+            route(&Method::PATCH, "/admin/users/3/status"),
+            Some((Route::AdminUserStatus, Access::Admin, Some("3".into())))
+        );
+        assert_eq!(route(&Method::POST, "/auth/login").map(|r| r.1), Some(Access::Public));
+        assert!(matches!(r.find(&Method::PUT, "/tasks/1"), Matched::MethodNotAllowed("GET, PATCH, DELETE, HEAD")));
         assert!(matches!(r.find(&Method::GET, "/nope"), Matched::NotFound));
         assert!(matches!(r.find(&Method::GET, "/tasks/"), Matched::NotFound));
     }

@@ -11,8 +11,13 @@
 //! - On shutdown the loop stops accepting, every connection is told to finish
 //!   its in-flight request and close, and the whole drain is bounded by
 //!   `SHUTDOWN_GRACE_SECS`.
+//!
+//! It knows nothing of the application: it takes a function from request to
+//! response.
 
-use crate::app::AppState;
+use crate::http::Resp;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -23,12 +28,27 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Serves `listener` until `shutdown` completes, then drains.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+/// The listener's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// A client must send its request head within this.
+    pub header_read_timeout: Duration,
+    /// Open connections at once.
+    pub max_connections: usize,
+    /// Longest drain on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Serves `listener` with `handler` until `shutdown` completes, then drains.
+pub async fn serve<H, F>(listener: TcpListener, opts: ServeOptions, handler: H, shutdown: impl Future<Output = ()>)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(state.config.header_read_timeout).keep_alive(true);
+    http.timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
     let graceful = GracefulShutdown::new();
-    let limit = Arc::new(Semaphore::new(state.config.max_connections));
+    let limit = Arc::new(Semaphore::new(opts.max_connections));
     let mut backoff = Duration::from_millis(1);
     tokio::pin!(shutdown);
     loop {
@@ -49,10 +69,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let st = Arc::clone(&state);
+        let h = handler.clone();
         let svc = service_fn(move |req| {
-            let st = Arc::clone(&st);
-            async move { Ok::<_, Infallible>(st.handle(req).await) }
+            let fut = h(req);
+            async move { Ok::<_, Infallible>(fut.await) }
         });
         let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
         tokio::spawn(async move {
@@ -63,7 +83,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
         });
     }
     drop(listener);
-    let grace = state.config.shutdown_grace;
+    let grace = opts.shutdown_grace;
     tracing::info!(?grace, "shutting down: draining in-flight requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),

@@ -16,29 +16,41 @@
 //! newer one, so it can only be served pages loaded after W committed.
 //!
 //! Tags are random, not counters, and a page is never stored without one: a
-//! reader that finds no tag creates it (`SET NX`, then reads the winner)
-//! *before* loading. So when a tag disappears (Redis restarted or flushed,
-//! the key evicted), the next one is new and no earlier page can match it.
+//! reader that finds no tag creates it (one Lua call: set unless a usable
+//! tag exists, return the tag) *before* loading. So when a tag disappears
+//! (Redis restarted or flushed, the key evicted) the next one is new and no
+//! earlier page can match it.
+//!
+//! # Redis that lost writes
+//! A Redis restored from an old snapshot still has old tags and the pages
+//! stored under them, while the writers' later invalidations are gone. So
+//! a tag starts with the id of the epoch it was made under
+//! (`EPOCH-RANDOM`), and a page is served only under a trusted epoch
+//! (`crate::trust`) whose id the tag carries. Any loss of Redis state ends
+//! in a rebuild with a new epoch id, after which no earlier tag matches;
+//! while Redis is not trusted, nothing is served from it or stored in it.
+//!
+//! # Redis unreachable during a write
+//! The write committed, but the tag could not be changed: a page stored
+//! before could still match. That is a mirror write that failed, handled
+//! like a failed revocation write: `Trust::fell_behind` makes this process
+//! stop using Redis at once and voids the epoch as soon as Redis answers,
+//! so every instance rebuilds under a new epoch and every old tag is dead.
+//! (One owned repair loop does the retrying, not a task per write.)
 //! Every page key has its own TTL, `TASKS_CACHE_TTL_SECS`; old pages are
 //! not deleted by writers, they simply stop matching and expire.
 //!
-//! # Redis unreachable during a write
-//! The write committed, but the new tag could not be set: a page stored
-//! before could still match. The user is then marked *dirty* in this
-//! process for one cache TTL: its reads bypass the cache (and do not fill
-//! it) while the invalidation is retried in the background; by the end of
-//! that TTL every page that existed at the failure has expired. (Another
-//! instance that still reaches Redis can serve such a page until it
-//! expires: at most one TTL.)
-//!
 //! # One Redis round trip
-//! The tag and the page come back in the revocation check's `MGET` (see
-//! `auth::revocation`), so a hit costs no extra round trip, and one command.
+//! The tag and the page are extra keys of the revocation check's `MGET`
+//! (the pipeline asks [`TaskCache::keys`] for them), so a hit costs no
+//! extra round trip, and one command.
 //!
 //! # Stampede
 //! Concurrent misses of one page with one tag in this process share one
 //! PostgreSQL load (single flight). Sharing is safe for the same reason as
-//! above: every sharer read that tag before the load began.
+//! above: every sharer read that tag before the load began. The entry of a
+//! flight is removed by a guard when its last waiter is done or dropped,
+//! so cancelled readers leave nothing behind.
 //!
 //! # In-process backend
 //! `CACHE_BACKEND=memory` keeps pages in a moka cache, one container per
@@ -46,13 +58,15 @@
 //! the container it found *before* loading and stores into it, so a load
 //! that raced a write lands in a container nobody can reach any more.
 
-use crate::auth::revocation::{CacheKeys, CacheProbe};
+use crate::auth::revocation::Checked;
 use crate::config::CacheBackend;
 use crate::http::error::ApiError;
 use crate::kv::Kv;
 use crate::metrics::Metrics;
+use crate::trust::{EpochId, Trust};
 use bytes::Bytes;
 use moka::sync::Cache;
+use redis::Script;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,8 +74,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-/// Retry interval of an invalidation that could not reach Redis.
-const INVALIDATE_RETRY: Duration = Duration::from_millis(200);
+/// Returns the user's tag, first replacing it by ARGV[2] unless it was made
+/// under the epoch ARGV[1]. KEYS[1] = tag key; ARGV[3] = tag ttl ms.
+const ENSURE_TAG: &str = r"
+local t = redis.call('GET', KEYS[1])
+if t and string.sub(t, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '-' then return t end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return ARGV[2]
+";
 
 /// One user's pages in the in-process backend.
 pub struct UserPages {
@@ -82,11 +102,12 @@ pub enum Fill {
         /// The tag read before the load.
         tag: Vec<u8>,
     },
-    /// Into Redis, once a tag exists: [`TaskCache::load`] creates it first.
-    RedisUntagged,
+    /// Into Redis, once a tag of this epoch exists: [`TaskCache::load`]
+    /// creates it first.
+    RedisUntagged(EpochId),
     /// Into this container.
     Memory(Arc<UserPages>),
-    /// Nowhere (cache off, Redis unreachable, user dirty).
+    /// Nowhere (cache off, Redis unreachable or not trusted).
     Skip,
 }
 
@@ -102,16 +123,36 @@ pub enum Lookup {
 pub struct TaskCache {
     store: Store,
     kv: Kv,
+    trust: Arc<Trust>,
     ttl: Duration,
     tag_ttl: Duration,
-    dirty: Cache<i64, ()>,
+    ensure_tag: Script,
     flights: Mutex<HashMap<String, Arc<OnceCell<Bytes>>>>,
     metrics: Arc<Metrics>,
 }
 
+/// Removes a single-flight entry when its last waiter is done or dropped.
+struct Flight<'a> {
+    map: &'a Mutex<HashMap<String, Arc<OnceCell<Bytes>>>>,
+    key: String,
+    cell: Arc<OnceCell<Bytes>>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.map.lock() {
+            // Every clone of the cell is made under this lock: the map's
+            // and ours are the last two when no other waiter remains.
+            if f.get(&self.key).is_some_and(|c| Arc::ptr_eq(c, &self.cell)) && Arc::strong_count(&self.cell) == 2 {
+                f.remove(&self.key);
+            }
+        }
+    }
+}
+
 impl TaskCache {
     /// A cache on `backend` with page TTL `ttl`.
-    pub fn new(backend: CacheBackend, kv: Kv, ttl: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(backend: CacheBackend, kv: Kv, trust: Arc<Trust>, ttl: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
         let store = match backend {
             CacheBackend::Redis => Store::Redis,
             CacheBackend::Memory => Store::Memory {
@@ -123,41 +164,44 @@ impl TaskCache {
         Arc::new(Self {
             store,
             kv,
+            trust,
             ttl,
             // Longer than any page can live, so a tag never expires under a
             // page stored with it (see the module doc).
             tag_ttl: (ttl * 10).max(Duration::from_secs(86_400)),
-            dirty: Cache::builder().max_capacity(1_000_000).time_to_live(ttl + Duration::from_secs(1)).build(),
+            ensure_tag: Script::new(ENSURE_TAG),
             flights: Mutex::new(HashMap::new()),
             metrics,
         })
     }
 
-    /// The keys to fetch in the revocation round trip, when Redis is the store
-    /// and the user is not dirty.
-    pub fn keys(&self, uid: i64, shape: &str) -> Option<CacheKeys> {
-        if !matches!(self.store, Store::Redis) || self.dirty.contains_key(&uid) {
-            return None;
+    /// The keys to fetch in the revocation round trip (the tag, then the
+    /// page) when Redis is the store; none otherwise.
+    pub fn keys(&self, uid: i64, shape: &str) -> Vec<String> {
+        if !matches!(self.store, Store::Redis) {
+            return Vec::new();
         }
         let k = &self.kv.keys;
-        Some(CacheKeys { tgen: k.tgen(uid), page: k.page(uid, shape) })
+        vec![k.tgen(uid), k.page(uid, shape)]
     }
 
-    /// Decides hit or miss. `probe` is what the revocation round trip
-    /// brought back (None when Redis did not answer).
-    pub fn lookup(&self, uid: i64, shape: &str, probe: Option<CacheProbe>) -> Lookup {
+    /// Decides hit or miss from what the revocation round trip brought back.
+    pub fn lookup(&self, uid: i64, shape: &str, checked: Checked) -> Lookup {
         let out = match &self.store {
             Store::Off => Lookup::Miss(Fill::Skip),
-            Store::Redis => match probe {
-                None => Lookup::Miss(Fill::Skip),
-                Some(CacheProbe { tag: None, .. }) => Lookup::Miss(Fill::RedisUntagged),
-                Some(CacheProbe { tag: Some(tag), entry }) => match entry {
-                    Some(e) if e.len() > tag.len() && e.starts_with(&tag) && e[tag.len()] == b'\n' => {
-                        let mut body = Bytes::from(e);
-                        Lookup::Hit(body.split_off(tag.len() + 1))
-                    }
-                    _ => Lookup::Miss(Fill::Redis { tag }),
+            Store::Redis => match (checked.epoch, <[_; 2]>::try_from(checked.extra)) {
+                (Some(epoch), Ok([tag, entry])) => match tag.filter(|t| tag_of_epoch(t, epoch)) {
+                    None => Lookup::Miss(Fill::RedisUntagged(epoch)),
+                    Some(tag) => match entry {
+                        Some(e) if e.len() > tag.len() && e.starts_with(&tag) && e[tag.len()] == b'\n' => {
+                            let mut body = Bytes::from(e);
+                            Lookup::Hit(body.split_off(tag.len() + 1))
+                        }
+                        _ => Lookup::Miss(Fill::Redis { tag }),
+                    },
                 },
+                // Redis not trusted, unreachable, or not asked.
+                _ => Lookup::Miss(Fill::Skip),
             },
             Store::Memory { users, next_id } => {
                 let c = users.get_with(uid, || {
@@ -184,7 +228,7 @@ impl TaskCache {
         F: Future<Output = Result<Bytes, ApiError>>,
     {
         let fill = match fill {
-            Fill::RedisUntagged => match self.create_tag(uid).await {
+            Fill::RedisUntagged(epoch) => match self.create_tag(uid, epoch).await {
                 Some(tag) => Fill::Redis { tag },
                 None => Fill::Skip,
             },
@@ -193,23 +237,18 @@ impl TaskCache {
         let flight_key = match &fill {
             Fill::Redis { tag } => Some(format!("{uid}|{shape}|r{}", String::from_utf8_lossy(tag))),
             Fill::Memory(c) => Some(format!("{uid}|{shape}|m{}", c.id)),
-            Fill::Skip | Fill::RedisUntagged => None,
+            Fill::Skip | Fill::RedisUntagged(_) => None,
         };
         let body = match flight_key {
             None => load.await?,
             Some(key) => {
-                let cell = {
+                let flight = {
                     let mut f =
                         self.flights.lock().map_err(|_| ApiError::Internal(anyhow::anyhow!("flight map poisoned")))?;
-                    Arc::clone(f.entry(key.clone()).or_default())
+                    let cell = Arc::clone(f.entry(key.clone()).or_default());
+                    Flight { map: &self.flights, key, cell }
                 };
-                let result = cell.get_or_try_init(|| load).await.cloned();
-                if let Ok(mut f) = self.flights.lock() {
-                    if f.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                        f.remove(&key);
-                    }
-                }
-                result?
+                flight.cell.get_or_try_init(|| load).await.cloned()?
             }
         };
         self.fill(uid, shape, fill, &body).await;
@@ -218,7 +257,7 @@ impl TaskCache {
 
     async fn fill(&self, uid: i64, shape: &str, fill: Fill, body: &Bytes) {
         match fill {
-            Fill::Skip | Fill::RedisUntagged => {}
+            Fill::Skip | Fill::RedisUntagged(_) => {}
             Fill::Memory(c) => {
                 if let Ok(mut p) = c.pages.lock() {
                     p.insert(shape.to_owned(), body.clone());
@@ -242,52 +281,50 @@ impl TaskCache {
     }
 
     /// After a committed write of `uid`'s tasks, before answering: no page
-    /// read before this call is served after it.
-    pub async fn invalidate(self: &Arc<Self>, uid: i64) {
+    /// read before this call is served after it. The writer sets a new
+    /// random tag of the epoch its own revocation check was trusted under,
+    /// so the next reader finds a tag at once; without one (PostgreSQL
+    /// answered that check) it deletes the tag and the next reader makes one
+    /// before it loads. Either way no earlier page matches any more.
+    pub async fn invalidate(&self, uid: i64, epoch: Option<EpochId>) {
         match &self.store {
             Store::Off => {}
             Store::Memory { users, .. } => users.invalidate(&uid),
             Store::Redis => {
-                if self.try_invalidate(uid).await {
-                    return;
+                let key = self.kv.keys.tgen(uid);
+                let cmd = match epoch {
+                    Some(e) => redis::cmd("SET")
+                        .arg(key)
+                        .arg(new_tag(e))
+                        .arg("PX")
+                        .arg(self.tag_ttl.as_millis() as u64)
+                        .to_owned(),
+                    None => redis::cmd("DEL").arg(key).to_owned(),
+                };
+                if self.kv.run::<(), _>("cache", &cmd).await.is_err() {
+                    self.trust.fell_behind();
                 }
-                self.dirty.insert(uid, ());
-                let this = Arc::clone(self);
-                tokio::spawn(async move {
-                    while this.dirty.contains_key(&uid) {
-                        tokio::time::sleep(INVALIDATE_RETRY).await;
-                        if this.try_invalidate(uid).await {
-                            this.dirty.invalidate(&uid);
-                            return;
-                        }
-                    }
-                });
             }
         }
     }
 
-    async fn try_invalidate(&self, uid: i64) -> bool {
-        let set = redis::cmd("SET")
-            .arg(self.kv.keys.tgen(uid))
-            .arg(new_tag())
-            .arg("PX")
-            .arg(self.tag_ttl.as_millis() as u64)
-            .to_owned();
-        self.kv.run::<(), _>("cache", &set).await.is_ok()
-    }
-
-    /// The user's tag, created if missing; None when Redis did not answer.
-    async fn create_tag(&self, uid: i64) -> Option<Vec<u8>> {
-        let key = self.kv.keys.tgen(uid);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(&key).arg(new_tag()).arg("NX").arg("PX").arg(self.tag_ttl.as_millis() as u64).ignore();
-        pipe.cmd("GET").arg(&key);
-        let (tag,): (Option<Vec<u8>>,) = self.kv.run("cache", &pipe).await.ok()?;
-        tag
+    /// A tag of `epoch` for the user, made if missing or older; None when
+    /// Redis did not answer.
+    async fn create_tag(&self, uid: i64, epoch: EpochId) -> Option<Vec<u8>> {
+        let mut call = self.ensure_tag.key(self.kv.keys.tgen(uid));
+        call.arg(epoch.hex()).arg(new_tag(epoch)).arg(self.tag_ttl.as_millis() as u64);
+        self.kv.run::<Vec<u8>, _>("cache", &call).await.ok()
     }
 }
 
-/// A fresh random generation tag.
-fn new_tag() -> String {
-    format!("{:016x}", rand::random::<u64>())
+/// Whether `tag` was made under `epoch` (`EPOCH-RANDOM`).
+fn tag_of_epoch(tag: &[u8], epoch: EpochId) -> bool {
+    tag.len() > 17
+        && tag[16] == b'-'
+        && std::str::from_utf8(&tag[..16]).ok().and_then(|h| u64::from_str_radix(h, 16).ok()) == Some(epoch.0)
+}
+
+/// A fresh random generation tag of `epoch`.
+fn new_tag(epoch: EpochId) -> String {
+    format!("{}-{:016x}", epoch.hex(), rand::random::<u64>())
 }

@@ -1,123 +1,64 @@
-//! Tasks: the handlers of `/tasks` and `/admin/tasks`, their queries, and
-//! the per-user list cache (`cache`). Ownership is enforced in SQL: every
-//! per-user query filters on the caller's id, so another user's task is
+//! Tasks: the handlers of `/tasks` and `/admin/tasks`, the bodies and their
+//! validation (`model`), and the per-user list cache (`cache`). Ownership
+//! is enforced in SQL (`db::tasks`): another user's task is
 //! indistinguishable from a missing one (404).
+//!
+//! Writes run as jobs (`app`): the commit, the cache invalidation and the
+//! answer happen together or the invalidation still happens after the
+//! client has gone.
 
 pub mod cache;
 pub mod model;
 
-use crate::app::AppState;
-use crate::auth::token::{Principal, Role};
-use crate::db::{Db, DbError};
 use crate::http::error::ApiError;
-use crate::http::{Resp, empty, json, json_bytes, read_json};
+use crate::http::{JsonBody, Resp, empty, json, json_bytes};
+use crate::state::{AppState, Caller};
 use bytes::Bytes;
 use cache::Lookup;
+use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
-use hyper::{Request, StatusCode};
-use model::{ListQuery, NewTask, NewTaskBody, Task, TaskPatch, TaskPatchBody};
-
-impl Db {
-    /// One page of a user's tasks, or of everyone's when `uid` is None.
-    pub async fn list_tasks(&self, uid: Option<i64>, q: &ListQuery) -> Result<Vec<Task>, DbError> {
-        let c = self.conn().await?;
-        let rows = match uid {
-            Some(uid) => c.client.query(&c.st.list_tasks, &[&uid, &q.completed, &q.limit, &q.offset]).await,
-            None => c.client.query(&c.st.list_all_tasks, &[&q.completed, &q.limit, &q.offset]).await,
-        }
-        .map_err(|e| self.fail(e))?;
-        Ok(rows.iter().map(Task::from_row).collect())
-    }
-
-    /// One task of its owner.
-    pub async fn get_task(&self, uid: i64, id: i64) -> Result<Option<Task>, DbError> {
-        let c = self.conn().await?;
-        let row = c.client.query_opt(&c.st.get_task, &[&id, &uid]).await.map_err(|e| self.fail(e))?;
-        Ok(row.as_ref().map(Task::from_row))
-    }
-
-    /// Creates a task.
-    pub async fn insert_task(&self, uid: i64, t: &NewTask) -> Result<Task, DbError> {
-        let c = self.conn().await?;
-        let row = c
-            .client
-            .query_one(&c.st.insert_task, &[&uid, &t.title, &t.description, &t.due_date])
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(Task::from_row(&row))
-    }
-
-    /// Applies a patch; None when the task is absent or another user's.
-    pub async fn update_task(&self, uid: i64, id: i64, p: &TaskPatch) -> Result<Option<Task>, DbError> {
-        let c = self.conn().await?;
-        let description = p.description.clone().flatten();
-        let due = p.due_date.flatten();
-        let row = c
-            .client
-            .query_opt(
-                &c.st.update_task,
-                &[
-                    &id,
-                    &uid,
-                    &p.title,
-                    &p.description.is_some(),
-                    &description,
-                    &p.is_completed,
-                    &p.due_date.is_some(),
-                    &due,
-                ],
-            )
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(row.as_ref().map(Task::from_row))
-    }
-
-    /// Deletes; whether a task was deleted.
-    pub async fn delete_task(&self, uid: i64, id: i64) -> Result<bool, DbError> {
-        let c = self.conn().await?;
-        let n = c.client.execute(&c.st.delete_task, &[&id, &uid]).await.map_err(|e| self.fail(e))?;
-        Ok(n == 1)
-    }
-}
+use model::{ListQuery, NewTaskBody, Task, TaskPatchBody};
 
 fn encode(tasks: &[Task]) -> Result<Bytes, ApiError> {
     serde_json::to_vec(tasks).map(Bytes::from).map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// `GET /tasks`: the hot path. The revocation check and the cache look-up
-/// share one Redis round trip; a hit sends the stored bytes as they are.
-pub async fn list<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> {
-    let p = st.principal(req)?;
-    let q = match ListQuery::parse(req.uri().query()) {
-        Ok(q) => q,
-        Err(e) => {
-            // A revoked token gets its 401 before any 400.
-            st.revocation.check(&p, None).await?;
-            return Err(e);
-        }
-    };
+/// The keys `GET /tasks` wants in the revocation round trip: the cache's tag
+/// and page for this query shape (none for a bad query, which is answered
+/// 400 once the token has passed).
+pub fn list_keys(st: &AppState, query: Option<&str>, uid: i64) -> Vec<String> {
+    match ListQuery::parse(query) {
+        Ok(q) => st.cache.keys(uid, &q.shape()),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `GET /tasks`: the hot path. The cache's tag and page came back with the
+/// revocation check; a hit sends the stored bytes as they are.
+pub async fn list(st: &AppState, caller: Caller, query: Option<&str>) -> Result<Resp, ApiError> {
+    let q = ListQuery::parse(query)?;
+    let uid = caller.principal.user_id;
     let shape = q.shape();
-    let probe = st.revocation.check(&p, st.cache.keys(p.user_id, &shape)).await?;
-    match st.cache.lookup(p.user_id, &shape, probe) {
+    match st.cache.lookup(uid, &shape, caller.checked) {
         Lookup::Hit(body) => Ok(json_bytes(StatusCode::OK, body)),
         Lookup::Miss(fill) => {
-            let load = async { encode(&st.db.list_tasks(Some(p.user_id), &q).await?) };
-            let body = st.cache.load(p.user_id, &shape, fill, load).await?;
+            let load = async { encode(&st.db.list_tasks(Some(uid), &q).await?) };
+            let body = st.cache.load(uid, &shape, fill, load).await?;
             Ok(json_bytes(StatusCode::OK, body))
         }
     }
 }
 
 /// `POST /tasks`.
-pub async fn create<B>(st: &AppState, req: Request<B>) -> Result<Resp, ApiError>
+pub async fn create<B>(st: &AppState, caller: Caller, body: JsonBody<B>) -> Result<Resp, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let p = st.authenticate(&req).await?;
-    let body: NewTaskBody = read_json(req).await?;
-    let task = st.db.insert_task(p.user_id, &body.validate()?).await?;
-    st.cache.invalidate(p.user_id).await;
+    let uid = caller.principal.user_id;
+    let body: NewTaskBody = st.read_json(body).await?;
+    let task = st.db.insert_task(uid, &body.validate()?).await?;
+    st.cache.invalidate(uid, caller.checked.epoch).await;
     let mut resp = json(StatusCode::CREATED, &task)?;
     if let Ok(loc) = HeaderValue::from_str(&format!("/tasks/{}", task.id)) {
         resp.headers_mut().insert(LOCATION, loc);
@@ -126,46 +67,39 @@ where
 }
 
 /// `GET /tasks/{id}`: always from PostgreSQL, so read-your-writes is trivial.
-pub async fn get<B>(st: &AppState, req: &Request<B>, id: i64) -> Result<Resp, ApiError> {
-    let p = st.authenticate(req).await?;
-    let task = st.db.get_task(p.user_id, id).await?.ok_or(ApiError::NotFound)?;
+pub async fn get(st: &AppState, caller: Caller, id: i64) -> Result<Resp, ApiError> {
+    let task = st.db.get_task(caller.principal.user_id, id).await?.ok_or(ApiError::NotFound)?;
     json(StatusCode::OK, &task)
 }
 
 /// `PATCH /tasks/{id}`.
-pub async fn update<B>(st: &AppState, req: Request<B>, id: i64) -> Result<Resp, ApiError>
+pub async fn update<B>(st: &AppState, caller: Caller, body: JsonBody<B>, id: i64) -> Result<Resp, ApiError>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let p = st.authenticate(&req).await?;
-    let body: TaskPatchBody = read_json(req).await?;
+    let uid = caller.principal.user_id;
+    let body: TaskPatchBody = st.read_json(body).await?;
     let patch = body.validate()?;
-    let task = st.db.update_task(p.user_id, id, &patch).await?.ok_or(ApiError::NotFound)?;
-    st.cache.invalidate(p.user_id).await;
+    let task = st.db.update_task(uid, id, &patch).await?.ok_or(ApiError::NotFound)?;
+    st.cache.invalidate(uid, caller.checked.epoch).await;
     json(StatusCode::OK, &task)
 }
 
 /// `DELETE /tasks/{id}`.
-pub async fn delete<B>(st: &AppState, req: &Request<B>, id: i64) -> Result<Resp, ApiError> {
-    let p = st.authenticate(req).await?;
-    if !st.db.delete_task(p.user_id, id).await? {
+pub async fn delete(st: &AppState, caller: Caller, id: i64) -> Result<Resp, ApiError> {
+    let uid = caller.principal.user_id;
+    if !st.db.delete_task(uid, id).await? {
         return Err(ApiError::NotFound);
     }
-    st.cache.invalidate(p.user_id).await;
+    st.cache.invalidate(uid, caller.checked.epoch).await;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-/// `GET /admin/tasks`: every user's tasks, admins only, never cached.
-pub async fn admin_list<B>(st: &AppState, req: &Request<B>) -> Result<Resp, ApiError> {
-    let p = st.authenticate(req).await?;
-    require_admin(&p)?;
-    let q = ListQuery::parse(req.uri().query())?;
+/// `GET /admin/tasks`: every user's tasks, admins only (the route table
+/// says so), never cached.
+pub async fn admin_list(st: &AppState, query: Option<&str>) -> Result<Resp, ApiError> {
+    let q = ListQuery::parse(query)?;
     let tasks = st.db.list_tasks(None, &q).await?;
     json(StatusCode::OK, &tasks)
-}
-
-/// 403 unless the token's role is admin.
-pub fn require_admin(p: &Principal) -> Result<(), ApiError> {
-    if p.role == Role::Admin { Ok(()) } else { Err(ApiError::Forbidden("This route is for administrators.")) }
 }

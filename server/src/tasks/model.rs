@@ -2,63 +2,11 @@
 //! validation (API.md: title 1..200 chars after trim, description <= 2000,
 //! dueDate RFC 3339; limit 1..100, default 50; offset >= 0).
 
+pub use crate::db::tasks::{NewTask, Page, Task, TaskPatch};
 use crate::http::error::{ApiError, FieldError};
-use crate::http::present;
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize, Serializer};
-use tokio_postgres::Row;
-
-fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
-}
-
-fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
-    }
-}
-
-/// A task on the wire.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct Task {
-    /// Id.
-    pub id: i64,
-    /// Owner.
-    pub user_id: i64,
-    /// Title, trimmed.
-    pub title: String,
-    /// Optional description.
-    pub description: Option<String>,
-    /// Done?
-    pub is_completed: bool,
-    /// Optional due date.
-    #[serde(serialize_with = "rfc3339_opt")]
-    pub due_date: Option<DateTime<Utc>>,
-    /// Created.
-    #[serde(serialize_with = "rfc3339")]
-    pub created_at: DateTime<Utc>,
-    /// Last changed.
-    #[serde(serialize_with = "rfc3339")]
-    pub updated_at: DateTime<Utc>,
-}
-
-impl Task {
-    /// From a row of `db::TASK_COLUMNS`.
-    pub fn from_row(r: &Row) -> Self {
-        Self {
-            id: r.get(0),
-            user_id: r.get(1),
-            title: r.get(2),
-            description: r.get(3),
-            is_completed: r.get(4),
-            due_date: r.get(5),
-            created_at: r.get(6),
-            updated_at: r.get(7),
-        }
-    }
-}
+use crate::http::{check_text, present};
+use chrono::{DateTime, Datelike, Utc};
+use serde::Deserialize;
 
 /// `POST /tasks` body.
 #[derive(Debug, Deserialize)]
@@ -69,17 +17,6 @@ pub struct NewTaskBody {
     description: Option<String>,
     #[serde(default)]
     due_date: Option<String>,
-}
-
-/// A validated new task.
-#[derive(Debug, PartialEq)]
-pub struct NewTask {
-    /// Trimmed title.
-    pub title: String,
-    /// Description.
-    pub description: Option<String>,
-    /// Due date.
-    pub due_date: Option<DateTime<Utc>>,
 }
 
 /// `PATCH /tasks/{id}` body: absent = unchanged, `null` = cleared.
@@ -96,20 +33,8 @@ pub struct TaskPatchBody {
     due_date: Option<Option<String>>,
 }
 
-/// A validated patch.
-#[derive(Debug, Default, PartialEq)]
-pub struct TaskPatch {
-    /// New title.
-    pub title: Option<String>,
-    /// New description (inner None clears it).
-    pub description: Option<Option<String>>,
-    /// New completion.
-    pub is_completed: Option<bool>,
-    /// New due date (inner None clears it).
-    pub due_date: Option<Option<DateTime<Utc>>>,
-}
-
 fn check_title(raw: &str, errs: &mut Vec<FieldError>) -> String {
+    check_text("title", raw, errs);
     let t = raw.trim();
     let n = t.chars().count();
     if n == 0 || n > 200 {
@@ -119,6 +44,9 @@ fn check_title(raw: &str, errs: &mut Vec<FieldError>) -> String {
 }
 
 fn check_description(d: &Option<String>, errs: &mut Vec<FieldError>) {
+    if let Some(d) = d {
+        check_text("description", d, errs);
+    }
     if d.as_ref().is_some_and(|d| d.chars().count() > 2000) {
         errs.push(FieldError::new("description", "must be at most 2000 characters"));
     }
@@ -126,8 +54,14 @@ fn check_description(d: &Option<String>, errs: &mut Vec<FieldError>) {
 
 fn check_due(raw: Option<&str>, errs: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
     let raw = raw?;
-    match DateTime::parse_from_rfc3339(raw) {
-        Ok(t) => Some(t.with_timezone(&Utc)),
+    match DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)) {
+        // RFC 3339 has four-digit years: an instant that leaves 0001-9999
+        // once converted to UTC could not be sent back as RFC 3339.
+        Ok(t) if (1..=9999).contains(&t.year()) => Some(t),
+        Ok(_) => {
+            errs.push(FieldError::new("dueDate", "must fall within the years 0001 to 9999 in UTC"));
+            None
+        }
         Err(_) => {
             errs.push(FieldError::new("dueDate", "must be an RFC 3339 date-time, e.g. 2030-01-31T12:00:00Z"));
             None
@@ -191,17 +125,9 @@ impl TaskPatchBody {
 }
 
 /// `?limit=&offset=&completed=`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListQuery {
-    /// 1..=100.
-    pub limit: i64,
-    /// >= 0.
-    pub offset: i64,
-    /// Filter on completion.
-    pub completed: Option<bool>,
-}
+pub type ListQuery = Page;
 
-impl ListQuery {
+impl Page {
     /// Parses a query string; unknown or repeated parameters are a 400 (as
     /// unknown body fields are).
     pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {

@@ -22,7 +22,7 @@ async fn a_known_path_with_another_method_is_405_with_allow() {
     let app = spawn_app().await;
     let r = app.client.put(app.at("/tasks")).send().await.expect("req");
     assert_eq!(r.status(), 405);
-    assert_eq!(r.headers()["allow"], "GET, POST");
+    assert_eq!(r.headers()["allow"], "GET, POST, HEAD", "every GET route answers HEAD (API.md)");
 }
 
 #[tokio::test]
@@ -58,7 +58,7 @@ async fn tampered_and_unsigned_tokens_are_refused() {
         std::time::Duration::from_secs(60),
         std::time::Duration::from_secs(60),
     )
-    .issue(u.id, 1, tollgate::auth::token::Role::Admin, "x".into());
+    .issue(u.id, 1, tollgate::auth::token::Role::Admin, "x".into(), i64::MAX);
     assert_eq!(app.get("/admin/tasks", &forged.access_token).await.status(), 401);
 }
 

@@ -6,9 +6,15 @@
 //! checkout waits at most `POOL_TIMEOUT_MS`; past that the request answers
 //! 503 instead of queueing behind an outage.
 //!
-//! PostgreSQL is the source of truth for accounts, sessions and revocation;
-//! the queries themselves live beside their callers (`auth`, `tasks`) as
-//! small methods on [`Db`].
+//! PostgreSQL is the source of truth for accounts, sessions and revocation.
+//! Every statement is declared once below; each has one small typed function
+//! in the submodule of its table ([`users`], [`sessions`], [`tasks`]), and
+//! nothing outside this module touches a client. Checkout and error
+//! counting happen in one place ([`Db::with`]).
+
+pub mod sessions;
+pub mod tasks;
+pub mod users;
 
 use crate::metrics::Metrics;
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
@@ -23,6 +29,8 @@ mod embedded {
 
 /// The columns of a task, in the order `tasks::Task::from_row` reads them.
 pub const TASK_COLUMNS: &str = "id, user_id, title, description, is_completed, due_date, created_at, updated_at";
+/// The columns of a user, in the order `users::UserRow::from_row` reads them.
+pub const USER_COLUMNS: &str = "id, email, role, status, created_at, status_updated_at";
 
 macro_rules! statements {
     ($($(#[doc = $doc:expr])* $name:ident = $sql:expr;)*) => {
@@ -37,29 +45,15 @@ macro_rules! statements {
 }
 
 statements! {
-    /// Register; `None` when the email is taken (case-insensitive).
-    insert_user = "INSERT INTO users (email, password_hash) VALUES ($1, $2) \
-        ON CONFLICT ((lower(email))) DO NOTHING RETURNING id, email, role, status, created_at";
-    /// Login look-up (index users_email_lower).
-    user_for_login = "SELECT id, password_hash, role, status FROM users WHERE lower(email) = lower($1)";
+    /// Register; `None` when the canonical email is taken.
+    insert_user = format!("INSERT INTO users (email, email_canonical, password_hash, role) VALUES ($1, $2, $3, $4) \
+        ON CONFLICT (email_canonical) DO NOTHING RETURNING {USER_COLUMNS}");
+    /// Login look-up by canonical email (index users_email_canonical).
+    user_for_login = "SELECT id, password_hash, role, status FROM users WHERE email_canonical = $1";
     /// `/me`.
-    user_by_id = "SELECT id, email, role, status, created_at, status_updated_at FROM users WHERE id = $1";
-    /// New session, only for a user still active at this instant.
-    insert_session = "INSERT INTO sessions (user_id, refresh_jti, expires_at) \
-        SELECT id, $2, now() + make_interval(secs => $3) FROM users WHERE id = $1 AND status = 'active' \
-        RETURNING id";
-    /// Refresh rotation: wins only with the session's current token id, for a
-    /// live session of an active user created after the user's not-before.
-    rotate_session = "UPDATE sessions s SET refresh_jti = $3, refreshed_at = now() FROM users u \
-        WHERE s.id = $1 AND s.user_id = $4 AND s.refresh_jti = $2 AND s.revoked_at IS NULL \
-        AND s.expires_at > now() AND u.id = s.user_id AND u.status = 'active' AND s.id > u.min_session_id \
-        RETURNING u.role";
-    /// Reuse detection: an older token id of a live session ends it.
-    revoke_reused = "UPDATE sessions SET revoked_at = now(), revoked_reason = 'reuse' \
-        WHERE id = $1 AND user_id = $3 AND refresh_jti <> $2 AND revoked_at IS NULL RETURNING expires_at";
-    /// Logout of one session.
-    revoke_session = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
-        WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING expires_at";
+    user_by_id = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+    /// This database's deployment id (the default Redis key prefix).
+    deployment_id = "SELECT id FROM deployment";
     /// Lock a user row before moving its not-before (status change, logout-all).
     lock_user = "SELECT status FROM users WHERE id = $1 FOR UPDATE";
     /// Kill every session so far: the sequence value is above all of them.
@@ -69,16 +63,44 @@ statements! {
     set_status = "UPDATE users SET status = $2, status_updated_at = clock_timestamp(), \
         min_session_id = nextval('sessions_id_seq'), not_before = clock_timestamp() \
         WHERE id = $1 RETURNING id, status, status_updated_at, min_session_id";
+    /// Bootstrap of `ADMIN_EMAIL` (after lock_user): password, role, status,
+    /// and the end of every session the account had.
+    reset_admin = "UPDATE users SET password_hash = $2, role = 'admin', status = 'active', \
+        status_updated_at = CASE WHEN status <> 'active' THEN clock_timestamp() ELSE status_updated_at END, \
+        min_session_id = nextval('sessions_id_seq'), not_before = clock_timestamp() \
+        WHERE id = $1 RETURNING min_session_id";
     /// The revocation facts of one token, answered by PostgreSQL.
     revocation_state = "SELECT u.status, u.min_session_id, \
         (s.id IS NOT NULL AND s.revoked_at IS NULL AND s.expires_at > now()) AS live \
         FROM users u LEFT JOIN sessions s ON s.id = $2 AND s.user_id = u.id WHERE u.id = $1";
-    /// Rebuild: blocked users and recent not-befores.
+    /// Rebuild: blocked users and recent not-befores, one batch after an id.
     rebuild_users = "SELECT id, status, min_session_id FROM users \
-        WHERE status <> 'active' OR not_before > now() - make_interval(secs => $1)";
-    /// Rebuild: revoked sessions not yet expired, with their remaining life (ms).
+        WHERE (status <> 'active' OR not_before > now() - make_interval(secs => $1)) AND id > $2 \
+        ORDER BY id LIMIT $3";
+    /// New session, only for a user still active at this instant.
+    insert_session = "INSERT INTO sessions (user_id, refresh_jti, expires_at) \
+        SELECT id, $2, now() + make_interval(secs => $3) FROM users WHERE id = $1 AND status = 'active' \
+        RETURNING id, expires_at";
+    /// Ends the oldest live sessions of a user beyond the newest `$2`.
+    trim_sessions = "UPDATE sessions SET revoked_at = now(), revoked_reason = 'limit' WHERE id IN ( \
+        SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() \
+        ORDER BY id DESC OFFSET $2) RETURNING id";
+    /// Refresh rotation: wins only with the session's current token id, for a
+    /// live session of an active user created after the user's not-before.
+    rotate_session = "UPDATE sessions s SET refresh_jti = $3, refreshed_at = now() FROM users u \
+        WHERE s.id = $1 AND s.user_id = $4 AND s.refresh_jti = $2 AND s.revoked_at IS NULL \
+        AND s.expires_at > now() AND u.id = s.user_id AND u.status = 'active' AND s.id > u.min_session_id \
+        RETURNING u.role, s.expires_at";
+    /// Reuse detection: an older token id of a live session ends it.
+    revoke_reused = "UPDATE sessions SET revoked_at = now(), revoked_reason = 'reuse' \
+        WHERE id = $1 AND user_id = $3 AND refresh_jti <> $2 AND revoked_at IS NULL RETURNING id";
+    /// Logout of one session.
+    revoke_session = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3 \
+        WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id";
+    /// Rebuild: revoked sessions not yet expired, with their remaining life
+    /// (ms), one batch after an id.
     rebuild_sessions = "SELECT id, user_id, (extract(epoch FROM expires_at - now()) * 1000)::bigint \
-        FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > now()";
+        FROM sessions WHERE revoked_at IS NOT NULL AND expires_at > now() AND id > $1 ORDER BY id LIMIT $2";
     /// A user's tasks, one page (index tasks_user_id).
     list_tasks = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE user_id = $1 \
         AND ($2::boolean IS NULL OR is_completed = $2) ORDER BY id LIMIT $3 OFFSET $4");
@@ -189,7 +211,7 @@ impl Db {
     }
 
     /// A connection, or 503 material after the pool timeout.
-    pub async fn conn(&self) -> Result<PooledConnection<'_, PgManager>, DbError> {
+    async fn conn(&self) -> Result<PooledConnection<'_, PgManager>, DbError> {
         self.pool.get().await.map_err(|e| {
             self.metrics.dependency_error("postgres", "checkout");
             match e {
@@ -205,6 +227,17 @@ impl Db {
         DbError::Pg(e)
     }
 
+    /// Runs `f` on a checked-out connection; the one place that checks out
+    /// and counts errors. `f` gets the client and the prepared statements.
+    async fn with<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: AsyncFnOnce(&mut Client, &Statements) -> Result<T, tokio_postgres::Error>,
+    {
+        let mut c = self.conn().await?;
+        let PgConn { client, st } = &mut *c;
+        f(client, st).await.map_err(|e| self.fail(e))
+    }
+
     /// Open and idle connections, for the pool gauges.
     pub fn state(&self) -> crate::metrics::PoolState {
         let s = self.pool.state();
@@ -213,9 +246,7 @@ impl Db {
 
     /// Whether PostgreSQL answers a trivial query now.
     pub async fn ping(&self) -> Result<(), DbError> {
-        let c = self.conn().await?;
-        c.client.simple_query("SELECT 1").await.map_err(|e| self.fail(e))?;
-        Ok(())
+        self.with(async |c, _| c.simple_query("SELECT 1").await.map(drop)).await
     }
 }
 

@@ -1,0 +1,264 @@
+//! Whether Redis's word is good: trust anchored outside Redis.
+//!
+//! Redis answers the hot path, but it is never trusted on its own word
+//! (API.md, "Revocation" rule 7). Three things can make a Redis that answers
+//! promptly hold less than PostgreSQL:
+//!
+//! 1. **It lost keys and kept the marker of completeness.** A Redis restarted
+//!    from an RDB or AOF snapshot (Redis's own default saves snapshots), or a
+//!    replica promoted before it caught up, brings back an old `epoch` key
+//!    without the revocations written after the snapshot, and old task-list
+//!    generation tags that serve old lists. So the `epoch` value names the
+//!    Redis *process* it was written to: `REBUILD_ID:RUN_ID`. Every start of
+//!    a Redis process has a new random `run_id`, snapshot or not, and a
+//!    replica has its own; each connection learns the `run_id` of the
+//!    process it reached when it connects (`kv::RedisConn`). An epoch whose
+//!    `run_id` is not the answering process's is treated as missing: the
+//!    request is answered from PostgreSQL and Redis is rebuilt. The rebuild
+//!    also gets a new `REBUILD_ID`, and every cache tag carries the id it
+//!    was made under (`tasks::cache`), so no tag from before a loss ever
+//!    matches again.
+//! 2. **It evicts.** Under any `maxmemory-policy` but `noeviction`, Redis may
+//!    drop revocation entries (they have TTLs, so even `volatile-*` picks
+//!    them) while `epoch` (no TTL, read on every request) stays. Nothing read
+//!    per request could notice, so such a Redis is not trusted at all: the
+//!    verdict says why, on `/readyz` and in the log, and every check goes to
+//!    PostgreSQL until the policy is fixed. The policy is read at start-up
+//!    and every [`CHECK_INTERVAL`] (it can be changed at run time).
+//! 3. **A write to it failed.** A revocation or cache invalidation committed
+//!    in PostgreSQL that could not be mirrored: this process stops trusting
+//!    Redis at once ([`Trust::fell_behind`]) and an owned loop deletes both
+//!    `epoch` and the rebuild marker as soon as Redis answers, so every
+//!    instance distrusts it and no rebuild that read PostgreSQL before the
+//!    commit can finish.
+//!
+//! Persistence (`save`, `appendonly`) is reported as a warning only: with the
+//! epoch bound to the `run_id`, a restart that loads a snapshot is detected
+//! like a restart that loads nothing.
+
+use crate::kv::{Kv, info_field};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How often Redis's configuration is read again.
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Retry interval of the repair after a failed write.
+const REPAIR_RETRY: Duration = Duration::from_millis(100);
+
+/// The id of the rebuild that made Redis complete, bound to one Redis
+/// process. Cache tags start with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochId(pub u64);
+
+impl EpochId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+    /// The 16 hex digits stored in `epoch` and in cache tags.
+    pub fn hex(self) -> String {
+        format!("{:016x}", self.0)
+    }
+    /// The value of the `epoch` key for the Redis process `run_id`.
+    pub fn value(self, run_id: &str) -> String {
+        format!("{:016x}:{run_id}", self.0)
+    }
+}
+
+/// Parses an `epoch` value and accepts it only from the process it names.
+pub fn parse_epoch(value: &[u8], origin: &str) -> Option<EpochId> {
+    let s = std::str::from_utf8(value).ok()?;
+    let (id, run_id) = s.split_once(':')?;
+    if origin.is_empty() || run_id != origin || id.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(id, 16).ok().map(EpochId)
+}
+
+/// The last judgement of Redis's configuration.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Verdict {
+    /// Whether the configuration allows trusting Redis.
+    pub trusted: bool,
+    /// Why not (empty when trusted).
+    pub reasons: Vec<String>,
+    /// What is allowed but worth knowing.
+    pub warnings: Vec<String>,
+    /// Whether Redis answered the last check at all.
+    pub checked: bool,
+}
+
+/// Judges a Redis from its `INFO memory`, `INFO persistence` and the
+/// `save` setting (None when `CONFIG` is refused, as managed services do).
+pub fn judge(memory: &str, persistence: &str, save: Option<&str>) -> Verdict {
+    let mut v = Verdict { trusted: true, checked: true, ..Verdict::default() };
+    match info_field(memory, "maxmemory_policy") {
+        Some("noeviction") => {}
+        Some(policy) => {
+            v.trusted = false;
+            v.reasons.push(format!(
+                "maxmemory-policy is {policy}: Redis may evict revocation entries; set it to noeviction"
+            ));
+        }
+        None => {
+            v.trusted = false;
+            v.reasons.push("INFO memory does not report maxmemory_policy; eviction cannot be ruled out".into());
+        }
+    }
+    if info_field(persistence, "aof_enabled") == Some("1") {
+        v.warnings.push("appendonly is on: a restart restores old keys (detected by run_id, rebuilt)".into());
+    }
+    match save {
+        Some(s) if !s.trim().is_empty() => {
+            v.warnings.push(format!("save is \"{s}\": a restart restores a snapshot (detected by run_id, rebuilt)"))
+        }
+        Some(_) => {}
+        None => v.warnings.push("CONFIG GET save refused: snapshot settings unknown".into()),
+    }
+    v
+}
+
+/// Trust in Redis, shared by the revocation check and the task cache.
+pub struct Trust {
+    kv: Kv,
+    /// A committed write is not in Redis yet (point 3 of the module doc).
+    behind: AtomicBool,
+    /// The configuration verdict allows trust (point 2).
+    config_ok: AtomicBool,
+    verdict: Mutex<Verdict>,
+    repair: Notify,
+}
+
+impl Trust {
+    /// Untrusted until the first configuration check has passed.
+    pub fn new(kv: Kv) -> Arc<Self> {
+        Arc::new(Self {
+            kv,
+            behind: AtomicBool::new(false),
+            config_ok: AtomicBool::new(false),
+            verdict: Mutex::new(Verdict::default()),
+            repair: Notify::new(),
+        })
+    }
+
+    /// Whether Redis may answer revocation checks and cache look-ups now
+    /// (an epoch from the answering process is still required).
+    pub fn usable(&self) -> bool {
+        self.config_ok.load(Ordering::Acquire) && !self.behind.load(Ordering::Acquire)
+    }
+
+    /// The last configuration verdict, for `/readyz`.
+    pub fn verdict(&self) -> Verdict {
+        self.verdict.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// A write committed in PostgreSQL could not be mirrored to Redis.
+    pub fn fell_behind(&self) {
+        if !self.behind.swap(true, Ordering::AcqRel) {
+            tracing::warn!("a write could not be mirrored to Redis; answering from PostgreSQL until Redis is reset");
+        }
+        self.repair.notify_one();
+    }
+
+    /// Reads Redis's configuration once and records the verdict.
+    pub async fn check_config(&self) -> Verdict {
+        let info = |section: &'static str| redis::cmd("INFO").arg(section).to_owned();
+        let (memory, persistence) = (info("memory"), info("persistence"));
+        let save = redis::cmd("CONFIG").arg("GET").arg("save").to_owned();
+        let verdict = match tokio::join!(
+            self.kv.run::<String, _>("trust_check", &memory),
+            self.kv.run::<String, _>("trust_check", &persistence),
+            self.kv.run::<Vec<String>, _>("trust_check", &save),
+        ) {
+            (Ok(m), Ok(p), save) => judge(&m, &p, save.ok().as_ref().and_then(|s| s.get(1)).map(String::as_str)),
+            // Unreachable: the breaker and the PostgreSQL fallback cover
+            // that; keep the last configuration verdict.
+            _ => {
+                let mut last = self.verdict();
+                last.checked = false;
+                last
+            }
+        };
+        let last = self.verdict();
+        self.config_ok.store(verdict.trusted, Ordering::Release);
+        let changed = last.trusted != verdict.trusted || last.reasons != verdict.reasons || !last.checked;
+        if verdict.checked && changed {
+            if verdict.trusted {
+                tracing::info!(warnings = ?verdict.warnings, "Redis configuration allows trusting it");
+            } else {
+                tracing::error!(reasons = ?verdict.reasons, "Redis is not trusted: every check is answered from PostgreSQL");
+            }
+        }
+        if let Ok(mut v) = self.verdict.lock() {
+            *v = verdict.clone();
+        }
+        verdict
+    }
+
+    /// The configuration check, every [`CHECK_INTERVAL`] until cancelled.
+    pub async fn config_loop(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(CHECK_INTERVAL) => {}
+            }
+            self.check_config().await;
+        }
+    }
+
+    /// Voids `epoch` and any rebuild in flight after [`Trust::fell_behind`],
+    /// retrying until Redis answers; then trusts Redis again (every instance,
+    /// this one included, rebuilds before using it).
+    pub async fn repair_loop(self: Arc<Self>, epoch_key: String, rebuild_key: String, cancel: CancellationToken) {
+        let del = redis::cmd("DEL").arg(&epoch_key).arg(&rebuild_key).to_owned();
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.repair.notified() => {}
+            }
+            while self.behind.load(Ordering::Acquire) {
+                if self.kv.run::<i64, _>("epoch_reset", &del).await.is_ok() {
+                    self.behind.store(false, Ordering::Release);
+                    tracing::info!("Redis epoch voided; instances rebuild from PostgreSQL");
+                    break;
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(REPAIR_RETRY) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epoch_is_accepted_only_from_the_process_it_names() {
+        let id = EpochId(0xabc);
+        let v = id.value("run1");
+        assert_eq!(parse_epoch(v.as_bytes(), "run1"), Some(id));
+        assert_eq!(parse_epoch(v.as_bytes(), "run2"), None, "another process: a restart or a promoted replica");
+        assert_eq!(parse_epoch(v.as_bytes(), ""), None, "unknown run_id is never trusted");
+        assert_eq!(parse_epoch(b"garbage", "run1"), None);
+        assert_eq!(parse_epoch(b"xyz:run1", "run1"), None);
+    }
+
+    #[test]
+    fn only_noeviction_is_trusted_and_persistence_is_a_warning() {
+        let ok = judge("maxmemory_policy:noeviction\r\n", "aof_enabled:0\r\n", Some(""));
+        assert!(ok.trusted && ok.warnings.is_empty(), "{ok:?}");
+        let lru = judge("maxmemory_policy:allkeys-lru\r\n", "aof_enabled:0\r\n", Some(""));
+        assert!(!lru.trusted && lru.reasons[0].contains("allkeys-lru"), "{lru:?}");
+        let vol = judge("maxmemory_policy:volatile-ttl\r\n", "", Some(""));
+        assert!(!vol.trusted);
+        let saving = judge("maxmemory_policy:noeviction\r\n", "aof_enabled:1\r\n", Some("3600 1"));
+        assert!(saving.trusted && saving.warnings.len() == 2, "{saving:?}");
+        assert!(!judge("", "", None).trusted, "an unknown policy is not trusted");
+    }
+}
