@@ -152,6 +152,12 @@ impl Tokens {
             }
         })?;
         let c = data.claims;
+        // `exp` is the first second the token is no longer valid (the
+        // library accepts the second itself): a token never outlives the
+        // session it was capped to.
+        if c.exp <= unix_now() {
+            return Err("expired");
+        }
         if c.typ != expected {
             return Err("wrong token type");
         }
@@ -169,7 +175,7 @@ impl Tokens {
     /// is not cached: it is checked on every request after this.
     pub fn verify_access(&self, token: &str) -> Result<Arc<Principal>, &'static str> {
         if let Some(p) = self.verified.get(token) {
-            if p.exp < unix_now() {
+            if p.exp <= unix_now() {
                 self.verified.invalidate(token);
                 return Err("expired");
             }

@@ -127,8 +127,8 @@ pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let named = message.split('`').nth(1).filter(|_| message.contains(" field `"));
         let field = match (path.as_str(), named) {
             (".", Some(f)) => f.to_owned(),
-            (p, Some(f)) => format!("{p}.{f}"),
-            (p, None) => p.to_owned(),
+            (p, Some(f)) if !p.ends_with(f) => format!("{p}.{f}"),
+            (p, _) => p.to_owned(),
         };
         ApiError::Validation(vec![FieldError::new(field, message)])
     })?;

@@ -120,16 +120,27 @@ impl Drop for Proxy {
     }
 }
 
-/// A redis-server of this test's own, to stop, restart and flush.
+/// A redis-server of this test's own, to stop, restart and flush. Its
+/// folder keeps a snapshot across restarts (`SAVE` writes one; a restart
+/// loads it, as Redis does by default).
 pub struct PrivateRedis {
     pub port: u16,
     child: Option<tokio::process::Child>,
+    args: Vec<String>,
+    dir: std::path::PathBuf,
 }
 
 impl PrivateRedis {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// With extra redis-server arguments (e.g. an eviction policy).
+    pub async fn start_with(args: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
-        let mut r = Self { port, child: None };
+        let dir = std::env::temp_dir().join(unique("tollgate-redis-"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Self { port, child: None, args: args.iter().map(|a| a.to_string()).collect(), dir };
         r.run().await;
         r
     }
@@ -141,6 +152,9 @@ impl PrivateRedis {
     async fn run(&mut self) {
         let child = tokio::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -176,6 +190,14 @@ impl PrivateRedis {
     /// Stops and starts again: empty, as a restart without persistence is.
     pub async fn restart(&mut self) {
         self.stop().await;
+        let _ = std::fs::remove_file(self.dir.join("dump.rdb"));
+        self.run().await;
+    }
+
+    /// Killed (no shutdown save) and started again from the last `SAVE`.
+    pub async fn restart_from_snapshot(&mut self) {
+        self.stop().await;
+        assert!(self.dir.join("dump.rdb").exists(), "a snapshot was saved");
         self.run().await;
     }
 
@@ -205,11 +227,15 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     pub redis: RedisChoice,
     pub pg_proxy: bool,
+    /// Extra redis-server arguments of a private Redis.
+    pub redis_args: Vec<&'static str>,
+    /// An existing database (another server's) instead of a fresh one.
+    pub database: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { env: Vec::new(), redis: RedisChoice::Shared, pg_proxy: false }
+        Self { env: Vec::new(), redis: RedisChoice::Shared, pg_proxy: false, redis_args: Vec::new(), database: None }
     }
 }
 
@@ -224,6 +250,16 @@ impl Options {
     }
     pub fn pg_proxy(mut self) -> Self {
         self.pg_proxy = true;
+        self
+    }
+    /// A private Redis started with these extra arguments.
+    pub fn redis_args(mut self, args: &[&'static str]) -> Self {
+        self.redis = RedisChoice::Private;
+        self.redis_args = args.to_vec();
+        self
+    }
+    pub fn database(mut self, url: &str) -> Self {
+        self.database = Some(url.to_owned());
         self
     }
 }
@@ -253,12 +289,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_with(opts: Options) -> TestApp {
-    let db_url = fresh_database().await;
+    let db_url = match opts.database {
+        Some(url) => url,
+        None => fresh_database().await,
+    };
     let shared_redis = var("REDIS_URL");
     let (redis, redis_proxy, redis_url) = match opts.redis {
         RedisChoice::Shared => (None, None, shared_redis),
         RedisChoice::Private => {
-            let r = PrivateRedis::start().await;
+            let r = PrivateRedis::start_with(&opts.redis_args).await;
             let url = r.url();
             (Some(r), None, url)
         }
@@ -415,6 +454,25 @@ impl TestApp {
             r.stop().await;
         }
     }
+}
+
+/// Sends `request` (raw HTTP/1.1) on a new connection and hangs up after
+/// `after`, without reading the answer: a client that disconnects.
+pub async fn send_and_hang_up(addr: SocketAddr, request: &str, after: Duration) {
+    use tokio::io::AsyncWriteExt;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("write");
+    tokio::time::sleep(after).await;
+    drop(s);
+}
+
+/// A raw HTTP/1.1 request with a JSON body.
+pub fn raw_json(method: &str, path: &str, token: Option<&str>, body: &str) -> String {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// Polls `f` until it is true or `within` passes.

@@ -6,5 +6,6 @@ mod cache;
 mod contract;
 mod faults;
 mod helpers;
+mod integrity;
 mod revocation;
 mod tasks;
