@@ -3,7 +3,7 @@
 # prints what it measured and the invariant it checked; the last line is
 # "N passed, N failed".
 #
-#   scripts/faults.sh [redis|postgres|sigterm|all]      (default: all)
+#   scripts/faults.sh [redis|postgres|sigterm|disconnect|all]   (default: all)
 #
 #   redis     a mixed load (including banned victims) while Redis is killed,
 #             restarted empty, then flushed: no request of a banned user
@@ -13,6 +13,10 @@
 #             without a restart, and every acknowledged write still there.
 #   sigterm   SIGTERM during a load run: the server drains and exits 0
 #             within its grace period.
+#   disconnect  readers under load while a chaos client sends bans,
+#             re-activations, logouts, task writes and logins and hangs up
+#             0-3 ms later (scripts/disconnect.py): no token PostgreSQL calls
+#             revoked is accepted, and login still answers afterwards.
 #
 # Starts its own PostgreSQL and Redis (scripts/with-services.sh); the
 # postgres scenario stops and starts that PostgreSQL, so it is skipped when
@@ -158,11 +162,32 @@ scenario_sigterm() {
   kill "$redis_pid" 2>/dev/null || true
 }
 
+scenario_disconnect() {
+  echo "disconnect: clients hang up mid-request while bans, logouts and writes happen (${DISCONNECT_SECS:-10} s)"
+  local rport; rport=$(free_port)
+  start_redis "$rport" "$tmp/redis.log"
+  start_server disconnect "$rport"
+  local out
+  out=$(python3 scripts/disconnect.py --url "$app" --database-url "$DATABASE_URL" --admin-email "$admin_email" \
+    --admin-password "$admin_password" --seconds "${DISCONNECT_SECS:-10}") || { echo "  disconnect.py failed"; failed=$((failed + 1)); return; }
+  echo "  $out"
+  local accepted revoked login reads errors
+  accepted=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['accepted_after_revocation'])" "$out")
+  revoked=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['revoked_tokens'])" "$out")
+  login=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['login_after'])" "$out")
+  errors=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['read_errors'])" "$out")
+  check "0 revoked requests accepted ($revoked revoked tokens checked)" test "$accepted" -eq 0 -a "$revoked" -gt 0
+  check "login still answers afterwards ($login)" [ "$login" = 200 ]
+  check "ordinary readers got only 200 or 401 ($errors others)" [ "$errors" -eq 0 ]
+  kill "$server_pid" "$redis_pid" 2>/dev/null || true
+}
+
 case "$what" in
   redis) scenario_redis ;;
   postgres) scenario_postgres ;;
   sigterm) scenario_sigterm ;;
-  all) scenario_redis; scenario_postgres; scenario_sigterm ;;
+  disconnect) scenario_disconnect ;;
+  all) scenario_redis; scenario_postgres; scenario_sigterm; scenario_disconnect ;;
   *) sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac
 echo "faults: $passed passed, $failed failed"
