@@ -328,3 +328,27 @@ fn tag_of_epoch(tag: &[u8], epoch: EpochId) -> bool {
 fn new_tag(epoch: EpochId) -> String {
     format!("{}-{:016x}", epoch.hex(), rand::random::<u64>())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_flight_whose_waiters_were_all_cancelled_leaves_no_entry() {
+        // The in-process backend shares the single-flight map; no Redis is
+        // contacted (the pool connects lazily).
+        let metrics = Arc::new(Metrics::new());
+        let kv = Kv::new("redis://127.0.0.1:1", "t", 1, Duration::from_millis(10), metrics.clone()).expect("kv");
+        let cache = TaskCache::new(CacheBackend::Memory, kv.clone(), Trust::new(kv), Duration::from_secs(30), metrics);
+        for _ in 0..3 {
+            let Lookup::Miss(fill) = cache.lookup(1, "s", Checked::default()) else { panic!("a miss") };
+            let load = cache.load(1, "s", fill, std::future::pending::<Result<Bytes, ApiError>>());
+            assert!(tokio::time::timeout(Duration::from_millis(10), load).await.is_err(), "cancelled");
+        }
+        assert!(cache.flights.lock().expect("lock").is_empty(), "cancelled flights were removed");
+        let Lookup::Miss(fill) = cache.lookup(1, "s", Checked::default()) else { panic!("a miss") };
+        let body = cache.load(1, "s", fill, async { Ok(Bytes::from_static(b"[]")) }).await.expect("loads");
+        assert_eq!(body, Bytes::from_static(b"[]"));
+        assert!(cache.flights.lock().expect("lock").is_empty());
+    }
+}
