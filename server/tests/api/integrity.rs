@@ -136,6 +136,7 @@ async fn parallel_guesses(app: &TestApp, email: &str) -> (Vec<u16>, f64) {
         statuses.push(h.await.expect("join"));
     }
     let verified = app.metric("password_hash_duration_seconds_count").await - before;
+    eprintln!("parallel guesses: {verified} of 48 verified, statuses {statuses:?}");
     (statuses, verified)
 }
 
