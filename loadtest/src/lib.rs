@@ -42,7 +42,7 @@ pub const DEFAULT_RUN_TIME: usize = 30;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Scenario names (see [`scenarios::NAMES`]); `all` runs each.
+    /// Scenario names (see [`scenarios::REGISTRY`] and `mixed`); `all` runs each.
     pub scenarios: Vec<String>,
     /// A deployment's base URL; None starts a server.
     pub host: Option<String>,
@@ -136,14 +136,15 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 
 /// Expands `all` and checks names.
 pub fn expand(names: &[String]) -> anyhow::Result<Vec<String>> {
+    let known = scenarios::names();
     let mut out = Vec::new();
     for n in names {
         if n == "all" {
-            out.extend(scenarios::NAMES.iter().map(|s| (*s).to_owned()));
-        } else if scenarios::NAMES.contains(&n.as_str()) {
+            out.extend(known.iter().map(|s| (*s).to_owned()));
+        } else if known.contains(&n.as_str()) {
             out.push(n.clone());
         } else {
-            anyhow::bail!("unknown scenario {n:?}; known: {} and all", scenarios::NAMES.join(", "));
+            anyhow::bail!("unknown scenario {n:?}; known: {} and all", known.join(", "));
         }
     }
     Ok(out)
@@ -167,6 +168,88 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     result
 }
 
+/// Whether scenario `name` bans victims (itself, or through `mixed`).
+fn bans_in(opts: &RunOptions, name: &str) -> bool {
+    let bans = |n: &str| scenarios::find(n).is_some_and(|d| d.bans);
+    bans(name) || (name == scenarios::MIXED && opts.mix.iter().any(|(n, w)| *w > 0 && bans(n)))
+}
+
+/// The goose scenarios of `name`.
+fn build(shared: &Arc<Shared>, opts: &RunOptions, name: &str) -> anyhow::Result<Vec<Scenario>> {
+    match scenarios::find(name) {
+        Some(def) => Ok(vec![(def.build)(shared)]),
+        None if name == scenarios::MIXED => scenarios::mixed(shared, &opts.mix),
+        None => anyhow::bail!("unknown scenario {name}"),
+    }
+}
+
+/// Accounts, and victims with an admin token when a scenario bans.
+async fn set_up(
+    target: &target::Target,
+    opts: &RunOptions,
+    names: &[String],
+) -> anyhow::Result<(Arc<Shared>, Option<String>)> {
+    let (base, client) = (&target.url, setup::client()?);
+    eprintln!("loadtest: setting up {} accounts with {} tasks each", opts.accounts, opts.tasks);
+    let accounts = setup::accounts(&client, base, "user", opts.accounts.max(1), opts.tasks).await?;
+    if !names.iter().any(|n| bans_in(opts, n)) {
+        return Ok((Shared::new(accounts, Vec::new()), None));
+    }
+    let (email, password) = opts.admin.clone().or_else(|| target.admin.clone()).context(
+        "the revocation scenario needs admin credentials: --admin-email and --admin-password (or ADMIN_EMAIL / ADMIN_PASSWORD)",
+    )?;
+    let (token, _) = setup::login(&client, base, &email, &password).await.context("admin login")?;
+    let victims = setup::accounts(&client, base, "victim", opts.victims.max(1), 0).await?;
+    for v in &victims {
+        setup::set_status(&client, base, &token, v.id, "active").await?; // a previous run may have been cut off
+    }
+    Ok((Shared::new(accounts, victims), Some(token)))
+}
+
+/// Runs one scenario (with the ban driver when it bans) and summarises it.
+async fn run_one(
+    base: &str,
+    opts: &RunOptions,
+    shared: &Arc<Shared>,
+    admin_token: Option<&str>,
+    name: &str,
+    ceiling_rps: Option<f64>,
+) -> anyhow::Result<ScenarioSummary> {
+    eprintln!("loadtest: running {name}");
+    let report = opts.out_dir.join(format!("{name}.html"));
+    let list = build(shared, opts, name)?;
+    let driver = match (bans_in(opts, name), admin_token) {
+        (true, Some(token)) => {
+            let stop = Arc::new(AtomicBool::new(false));
+            let drive =
+                scenarios::drive_bans(shared.clone(), base.to_owned(), token.to_owned(), opts.ban_hold, stop.clone());
+            Some((stop, tokio::spawn(drive)))
+        }
+        _ => None,
+    };
+    let metrics = attack(base, &opts.goose_args, list, Some(&report), None).await;
+    let bans = match driver {
+        Some((stop, h)) => {
+            stop.store(true, Ordering::Relaxed);
+            Some(h.await.context("ban driver")??)
+        }
+        None => None,
+    };
+    let mut s = summary::from_goose(name, &metrics?).with_ceiling(ceiling_rps);
+    if let Some(bans) = bans {
+        let mut lat = shared.ban_to_401.lock().map_err(|_| anyhow!("latency lock poisoned"))?.clone();
+        lat.sort();
+        s.revocation = Some(RevocationStats {
+            bans,
+            accepted_after_ban: shared.accepted_after_ban.load(Ordering::Relaxed),
+            ban_to_401_p50_ms: percentile_ms(&lat, 0.5),
+            ban_to_401_p99_ms: percentile_ms(&lat, 0.99),
+            ban_to_401_max_ms: lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+        });
+    }
+    Ok(s)
+}
+
 async fn run_against(
     target: &target::Target,
     opts: &RunOptions,
@@ -174,29 +257,7 @@ async fn run_against(
     started_at: String,
 ) -> anyhow::Result<Summary> {
     let base = target.url.clone();
-    let client = setup::client()?;
-    eprintln!("loadtest: setting up {} accounts with {} tasks each", opts.accounts, opts.tasks);
-    let accounts = setup::accounts(&client, &base, "user", opts.accounts.max(1), opts.tasks).await?;
-    let bans_in = |name: &str| {
-        name == "revocation" || (name == "mixed" && opts.mix.iter().any(|(n, w)| n == "revocation" && *w > 0))
-    };
-    let wants_revocation = names.iter().any(|n| bans_in(n));
-    let (victims, admin_token) = if wants_revocation {
-        let (email, password) = opts
-            .admin
-            .clone()
-            .or_else(|| target.admin.clone())
-            .context("the revocation scenario needs admin credentials: --admin-email and --admin-password (or ADMIN_EMAIL / ADMIN_PASSWORD)")?;
-        let (token, _) = setup::login(&client, &base, &email, &password).await.context("admin login")?;
-        let victims = setup::accounts(&client, &base, "victim", opts.victims.max(1), 0).await?;
-        for v in &victims {
-            setup::set_status(&client, &base, &token, v.id, "active").await?; // a previous run may have been cut off
-        }
-        (victims, Some(token))
-    } else {
-        (Vec::new(), None)
-    };
-    let shared = Shared::new(accounts, victims);
+    let (shared, admin_token) = set_up(target, opts, names).await?;
     let ceiling = if opts.calibrate {
         eprintln!("loadtest: measuring the generator's ceiling on GET /healthz ({} s)", opts.calibrate_secs);
         let m =
@@ -208,52 +269,7 @@ async fn run_against(
     let ceiling_rps = ceiling.as_ref().map(|c| c.rps);
     let mut results: Vec<ScenarioSummary> = ceiling.into_iter().collect();
     for name in names {
-        eprintln!("loadtest: running {name}");
-        let report = opts.out_dir.join(format!("{name}.html"));
-        let list = match name.as_str() {
-            "cached-read" => vec![scenarios::cached_read(&shared)],
-            "miss-and-write" => vec![scenarios::miss_and_write(&shared)],
-            "login" => vec![scenarios::login_scenario(&shared)],
-            "refresh" => vec![scenarios::refresh(&shared)],
-            "revocation" => vec![scenarios::revocation(&shared)],
-            "mixed" => scenarios::mixed(&shared, &opts.mix)?,
-            other => anyhow::bail!("unknown scenario {other}"),
-        };
-        let driver = match (bans_in(name), &admin_token) {
-            (true, Some(token)) => {
-                let stop = Arc::new(AtomicBool::new(false));
-                let h = tokio::spawn(scenarios::drive_bans(
-                    shared.clone(),
-                    base.clone(),
-                    token.clone(),
-                    opts.ban_hold,
-                    stop.clone(),
-                ));
-                Some((stop, h))
-            }
-            _ => None,
-        };
-        let metrics = attack(&base, &opts.goose_args, list, Some(&report), None).await;
-        let bans = match driver {
-            Some((stop, h)) => {
-                stop.store(true, Ordering::Relaxed);
-                Some(h.await.context("ban driver")??)
-            }
-            None => None,
-        };
-        let mut s = summary::from_goose(name, &metrics?).with_ceiling(ceiling_rps);
-        if let Some(bans) = bans {
-            let mut lat = shared.ban_to_401.lock().map_err(|_| anyhow!("latency lock poisoned"))?.clone();
-            lat.sort();
-            s.revocation = Some(RevocationStats {
-                bans,
-                accepted_after_ban: shared.accepted_after_ban.load(Ordering::Relaxed),
-                ban_to_401_p50_ms: percentile_ms(&lat, 0.5),
-                ban_to_401_p99_ms: percentile_ms(&lat, 0.99),
-                ban_to_401_max_ms: lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
-            });
-        }
-        results.push(s);
+        results.push(run_one(&base, opts, &shared, admin_token.as_deref(), name, ceiling_rps).await?);
     }
     let summary = Summary { version: 1, target: base, embedded: target.embedded, started_at, scenarios: results };
     let path = opts.out_dir.join("summary.json");

@@ -20,7 +20,8 @@ USAGE:
   tollgate-loadtest login-timing --host URL [--tries N]
   tollgate-loadtest list
 
-SCENARIOS: cached-read (default), miss-and-write, login, refresh, revocation, mixed, all
+SCENARIOS (`list` describes each): cached-read (the default), the others of
+`list`, mixed (their weighted combination), all
 
 RUN OPTIONS:
   --host URL            target a deployment (default: start a server here, with
@@ -73,7 +74,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("list") => {
-            println!("{}", tollgate_loadtest::scenarios::NAMES.join("\n"));
+            for d in tollgate_loadtest::scenarios::REGISTRY {
+                println!("{:<16} {}", d.name, d.about);
+            }
+            println!("{:<16} the above by weight (--mix)", tollgate_loadtest::scenarios::MIXED);
             ExitCode::SUCCESS
         }
         Some("compare") => compare(&args[1..]),

@@ -11,8 +11,50 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Every scenario, by the name used on the command line.
-pub const NAMES: &[&str] = &["cached-read", "miss-and-write", "login", "refresh", "revocation", "mixed"];
+/// One scenario of the registry.
+pub struct Def {
+    /// Its name on the command line, in `--mix` and in reports.
+    pub name: &'static str,
+    /// What it measures, for `list` and `--help`.
+    pub about: &'static str,
+    /// Builds its goose scenario.
+    pub build: fn(&Arc<Shared>) -> Scenario,
+    /// Whether it needs the ban driver (and admin credentials).
+    pub bans: bool,
+}
+
+/// Every single-path scenario, declared once: the command line, `--mix`,
+/// `list` and the runner all read this. `mixed` combines them by weight.
+pub const REGISTRY: &[Def] = &[
+    Def { name: "cached-read", about: "GET /tasks served from the cache", build: cached_read, bans: false },
+    Def {
+        name: "miss-and-write",
+        about: "POST, PATCH, DELETE /tasks and the GET after each (a miss)",
+        build: miss_and_write,
+        bans: false,
+    },
+    Def { name: "login", about: "POST /auth/login (Argon2id)", build: login_scenario, bans: false },
+    Def { name: "refresh", about: "POST /auth/refresh, rotation on every call", build: refresh, bans: false },
+    Def {
+        name: "revocation",
+        about: "victims banned and re-activated under load; counts accepted-after-ban",
+        build: revocation,
+        bans: true,
+    },
+];
+
+/// The name of the weighted combination of the registry's scenarios.
+pub const MIXED: &str = "mixed";
+
+/// A scenario of the registry by name.
+pub fn find(name: &str) -> Option<&'static Def> {
+    REGISTRY.iter().find(|d| d.name == name)
+}
+
+/// Every runnable name: the registry's, then `mixed`.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|d| d.name).chain([MIXED]).collect()
+}
 
 /// The default weights of `mixed`: mostly cached reads, as a task app sees.
 pub const DEFAULT_MIX: &[(&str, usize)] = &[("cached-read", 70), ("miss-and-write", 15), ("refresh", 10), ("login", 5)];
@@ -425,17 +467,11 @@ pub fn mixed(shared: &Arc<Shared>, mix: &[(String, usize)]) -> anyhow::Result<Ve
         if *weight == 0 {
             continue;
         }
-        let s = match name.as_str() {
-            "cached-read" => cached_read(shared),
-            "miss-and-write" => miss_and_write(shared),
-            "login" => login_scenario(shared),
-            "refresh" => refresh(shared),
-            "revocation" => revocation(shared),
-            other => {
-                anyhow::bail!("--mix: {other} is not one of cached-read, miss-and-write, login, refresh, revocation")
-            }
+        let Some(def) = find(name) else {
+            let known: Vec<&str> = REGISTRY.iter().map(|d| d.name).collect();
+            anyhow::bail!("--mix: {name} is not one of {}", known.join(", "));
         };
-        out.push(s.set_weight(*weight)?);
+        out.push((def.build)(shared).set_weight(*weight)?);
     }
     if out.is_empty() {
         anyhow::bail!("--mix gives every scenario weight 0");

@@ -29,7 +29,7 @@ async fn every_scenario_runs_clean_against_the_embedded_server() {
     assert_eq!(verdict(&summary), None, "{}", tollgate_loadtest::summary::table(&summary));
     let names: Vec<&str> = summary.scenarios.iter().map(|s| s.scenario.as_str()).collect();
     let mut expected = vec!["healthz"];
-    expected.extend(scenarios::NAMES);
+    expected.extend(scenarios::names());
     assert_eq!(names, expected);
     let ceiling = summary.scenarios[0].rps;
     for s in &summary.scenarios {

@@ -90,6 +90,162 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How a setting's default is given.
+#[derive(Clone, Copy, Debug)]
+pub enum DefaultValue {
+    /// This text, parsed like a value from the environment.
+    Value(&'static str),
+    /// Computed at start-up; the text says how (for `--help` and the README).
+    Derived(&'static str),
+    /// Unset unless given.
+    Unset,
+}
+
+/// One setting: its variable, default and meaning, declared once. Parsing
+/// reads defaults from here; `--help`, `--print-config` and the README's
+/// table are made from this list (a test holds the README to it).
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// The environment variable (and settings-file key).
+    pub key: &'static str,
+    /// Its default.
+    pub default: DefaultValue,
+    /// What it means, for a person.
+    pub meaning: &'static str,
+    /// Never printed (`--print-config` shows `<redacted>`).
+    pub secret: bool,
+}
+
+const fn s(key: &'static str, default: DefaultValue, meaning: &'static str) -> Setting {
+    Setting { key, default, meaning, secret: false }
+}
+const fn secret(key: &'static str, default: DefaultValue, meaning: &'static str) -> Setting {
+    Setting { key, default, meaning, secret: true }
+}
+use DefaultValue::{Derived, Unset, Value};
+
+/// Every setting of the server.
+pub const SETTINGS: &[Setting] = &[
+    s(
+        "APP_ENV",
+        Value("development"),
+        "`development`, `test` or `production` (refuses the development JWT secret and secrets under 32 bytes)",
+    ),
+    s("BIND_ADDR", Value("127.0.0.1:8080"), "listen address; `:PORT` means loopback, port 0 a free port (logged)"),
+    secret("DATABASE_URL", Value("postgres://postgres@localhost/tasks"), "PostgreSQL (a password in it is redacted)"),
+    secret("REDIS_URL", Value("redis://127.0.0.1:6379"), "Redis (a password in it is redacted)"),
+    s(
+        "REDIS_KEY_PREFIX",
+        Derived("`tg-` and a random id stored in the database"),
+        "namespace of every Redis key: instances on one database share it, deployments sharing a Redis never do",
+    ),
+    secret(
+        "JWT_SECRET",
+        Derived("a development secret (warned about; refused off loopback and in production)"),
+        "HS256 key",
+    ),
+    s("ACCESS_TOKEN_TTL_SECS", Value("900"), "access token lifetime (never past its session's end)"),
+    s(
+        "REFRESH_TOKEN_TTL_SECS",
+        Value("604800"),
+        "session and refresh token lifetime (may be shorter than the access lifetime); revocation entries live the longer of the two",
+    ),
+    s("TASKS_CACHE_TTL_SECS", Value("30"), "task-list cache TTL"),
+    s("CACHE_BACKEND", Value("redis"), "`redis`, `memory` (in-process, one instance) or `off`"),
+    s(
+        "LOGIN_MAX_FAILURES",
+        Value("10"),
+        "password verifications per account per window before 429, however many arrive at once",
+    ),
+    s("LOGIN_FAILURE_WINDOW_SECS", Value("900"), "the window of `LOGIN_MAX_FAILURES`, from the first attempt"),
+    s(
+        "ADMIN_EMAIL",
+        Unset,
+        "with `ADMIN_PASSWORD`: at start-up that account exists, is active, is an admin, has that password; if that changed an existing account, all its sessions end",
+    ),
+    secret("ADMIN_PASSWORD", Unset, "see `ADMIN_EMAIL`"),
+    s("MAX_SESSIONS_PER_USER", Value("100"), "live sessions per user; a login past it ends the oldest"),
+    s("PG_POOL_SIZE", Value("16"), "PostgreSQL connections"),
+    s("REDIS_POOL_SIZE", Value("4"), "multiplexed Redis connections"),
+    s("POOL_TIMEOUT_MS", Value("2000"), "longest wait for a PostgreSQL connection before 503"),
+    s("REDIS_TIMEOUT_MS", Value("250"), "longest wait for Redis before answering from PostgreSQL"),
+    s("HASH_CONCURRENCY", Derived("CPU count"), "password hashes at once"),
+    s("HASH_QUEUE_MAX", Value("512"), "logins waiting for a hash slot before 503"),
+    s("MAX_CONNECTIONS", Derived("the open-file limit less the pools and 64"), "open client connections"),
+    s("HEADER_READ_TIMEOUT_SECS", Value("10"), "a client must send its request head within this"),
+    s("BODY_READ_TIMEOUT_SECS", Value("10"), "... and its body within this (else 408)"),
+    s("REQUEST_TIMEOUT_SECS", Value("30"), "longest answer to a request with a body (408; the work still finishes)"),
+    s("SHUTDOWN_GRACE_SECS", Value("10"), "in-flight requests and running jobs get this long after SIGTERM or Ctrl-C"),
+    s("LOG_FORMAT", Value("text"), "`text` or `json`"),
+    s("RUST_LOG", Value("info"), "log filter (`info,audit=info,tollgate=debug`); audit lines use target `audit`"),
+];
+
+/// The setting of `key`; a key missing from [`SETTINGS`] is a bug.
+fn setting(key: &str) -> &'static Setting {
+    SETTINGS.iter().find(|s| s.key == key).unwrap_or_else(|| panic!("{key} is not declared in config::SETTINGS"))
+}
+
+/// The settings as the README's table (`tollgate --settings-table`).
+pub fn settings_table() -> String {
+    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for st in SETTINGS {
+        let default = match st.default {
+            Value(v) => format!("`{v}`"),
+            Derived(how) => how.to_owned(),
+            Unset => "unset".to_owned(),
+        };
+        out.push_str(&format!("| `{}` | {default} | {} |\n", st.key, st.meaning));
+    }
+    out
+}
+
+/// The settings for `--help`: one line each.
+pub fn settings_help() -> String {
+    SETTINGS.iter().map(|st| format!("  {:<26} {}\n", st.key, st.meaning.replace('`', ""))).collect()
+}
+
+/// A choice among named values (`APP_ENV`, `CACHE_BACKEND`, `LOG_FORMAT`).
+pub trait Named: Copy + 'static {
+    /// Every value with its name.
+    const NAMES: &'static [(&'static str, Self)];
+    /// Its name.
+    fn name(self) -> &'static str
+    where
+        Self: PartialEq,
+    {
+        Self::NAMES.iter().find(|(_, v)| *v == self).map_or("?", |(n, _)| n)
+    }
+}
+
+/// `APP_ENV`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppEnv {
+    /// The default.
+    Development,
+    /// Test runs.
+    Test,
+    /// Refuses the development secret and short secrets.
+    Production,
+}
+
+impl Named for AppEnv {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("development", Self::Development), ("test", Self::Test), ("production", Self::Production)];
+}
+
+/// `LOG_FORMAT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Named for LogFormat {
+    const NAMES: &'static [(&'static str, Self)] = &[("text", Self::Text), ("json", Self::Json)];
+}
+
 /// Where the per-user task-list cache lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CacheBackend {
@@ -101,31 +257,34 @@ pub enum CacheBackend {
     Off,
 }
 
-/// The whole configuration. Field docs name the variable that sets them.
+impl Named for CacheBackend {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("redis", Self::Redis), ("memory", Self::Memory), ("off", Self::Off)];
+}
+
+/// The whole configuration. Field docs name the variable that sets them;
+/// their meanings are in [`SETTINGS`].
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `APP_ENV`: `development` (default) or `production`.
-    pub app_env: String,
-    /// `BIND_ADDR`: listen address; `:PORT` means loopback, port 0 a free port.
+    /// `APP_ENV`.
+    pub app_env: AppEnv,
+    /// `BIND_ADDR`.
     pub bind_addr: SocketAddr,
     /// `DATABASE_URL`.
     pub database_url: Secret,
     /// `REDIS_URL`.
     pub redis_url: Secret,
-    /// `REDIS_KEY_PREFIX`: namespace of every Redis key (lets several
-    /// deployments or test runs share one Redis). Unset: `tg-` and the
-    /// random id the database was created with, so every instance on one
-    /// database shares keys and no two databases do.
+    /// `REDIS_KEY_PREFIX`; None: derived from the database at start-up.
     pub redis_key_prefix: Option<String>,
-    /// `JWT_SECRET`: the HS256 key.
+    /// `JWT_SECRET`.
     pub jwt_secret: Secret,
     /// `ACCESS_TOKEN_TTL_SECS`.
     pub access_ttl: Duration,
-    /// `REFRESH_TOKEN_TTL_SECS`: also the TTL of revocation entries.
+    /// `REFRESH_TOKEN_TTL_SECS`.
     pub refresh_ttl: Duration,
     /// `TASKS_CACHE_TTL_SECS`.
     pub tasks_cache_ttl: Duration,
-    /// `CACHE_BACKEND`: `redis`, `memory` or `off`.
+    /// `CACHE_BACKEND`.
     pub cache_backend: CacheBackend,
     /// `LOGIN_MAX_FAILURES`.
     pub login_max_failures: u32,
@@ -135,37 +294,37 @@ pub struct Config {
     pub admin_email: Option<String>,
     /// `ADMIN_PASSWORD`.
     pub admin_password: Option<Secret>,
-    /// `PG_POOL_SIZE`: most PostgreSQL connections.
-    pub pg_pool_size: u32,
-    /// `REDIS_POOL_SIZE`: multiplexed Redis connections.
-    pub redis_pool_size: u32,
-    /// `POOL_TIMEOUT_MS`: longest wait for a PostgreSQL connection before 503.
-    pub pool_timeout: Duration,
-    /// `REDIS_TIMEOUT_MS`: longest wait for Redis before falling back to PostgreSQL.
-    pub redis_timeout: Duration,
-    /// `HASH_CONCURRENCY`: password hashes run at once (default: CPU count).
-    pub hash_concurrency: usize,
-    /// `HASH_QUEUE_MAX`: logins waiting for a hash slot before 503.
-    pub hash_queue_max: usize,
-    /// `MAX_CONNECTIONS`: open client connections at once. Default: the
-    /// open-file limit less room for the pools, logs and listener.
-    pub max_connections: usize,
-    /// `MAX_SESSIONS_PER_USER`: live sessions kept per user; a login past it
-    /// ends the user's oldest.
+    /// `MAX_SESSIONS_PER_USER`.
     pub max_sessions_per_user: i64,
-    /// `BODY_READ_TIMEOUT_SECS`: a request body must arrive within this (408).
-    pub body_read_timeout: Duration,
-    /// `REQUEST_TIMEOUT_SECS`: longest answer to a request with a body
-    /// (408; the work itself still finishes, see `app`).
-    pub request_timeout: Duration,
-    /// `HEADER_READ_TIMEOUT_SECS`: a client must send its headers within this.
+    /// `PG_POOL_SIZE`.
+    pub pg_pool_size: u32,
+    /// `REDIS_POOL_SIZE`.
+    pub redis_pool_size: u32,
+    /// `POOL_TIMEOUT_MS`.
+    pub pool_timeout: Duration,
+    /// `REDIS_TIMEOUT_MS`.
+    pub redis_timeout: Duration,
+    /// `HASH_CONCURRENCY`.
+    pub hash_concurrency: usize,
+    /// `HASH_QUEUE_MAX`.
+    pub hash_queue_max: usize,
+    /// `MAX_CONNECTIONS`.
+    pub max_connections: usize,
+    /// `HEADER_READ_TIMEOUT_SECS`.
     pub header_read_timeout: Duration,
-    /// `SHUTDOWN_GRACE_SECS`: in-flight requests get this long on SIGTERM.
+    /// `BODY_READ_TIMEOUT_SECS`.
+    pub body_read_timeout: Duration,
+    /// `REQUEST_TIMEOUT_SECS`.
+    pub request_timeout: Duration,
+    /// `SHUTDOWN_GRACE_SECS`.
     pub shutdown_grace: Duration,
-    /// `LOG_FORMAT`: `text` or `json`.
-    pub log_format: String,
-    /// `RUST_LOG`: tracing filter, e.g. `info` or `info,tollgate=debug`.
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`.
     pub log_filter: String,
+    /// Every setting's effective value as text, in [`SETTINGS`] order, for
+    /// `--print-config` (secrets are redacted there, not here).
+    effective: Vec<(&'static str, String)>,
 }
 
 /// One bad setting.
@@ -183,51 +342,81 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Reads keys from a source, collecting every error instead of stopping.
+/// Reads settings from a source, collecting every error instead of
+/// stopping, and recording each effective value.
 struct Reader<'a> {
     src: &'a dyn Source,
     errors: Vec<ConfigError>,
+    effective: Vec<(&'static str, String)>,
 }
 
 impl Reader<'_> {
-    fn raw(&self, key: &str) -> Option<String> {
-        self.src.get(key).filter(|v| !v.trim().is_empty())
+    fn fail(&mut self, key: &'static str, message: impl Into<String>) {
+        self.errors.push(ConfigError { key, message: message.into() });
     }
 
-    fn string(&self, key: &'static str, default: &str) -> String {
-        self.raw(key).unwrap_or_else(|| default.to_owned())
-    }
-
-    fn parse<T: std::str::FromStr>(&mut self, key: &'static str, default: T, what: &str) -> T {
-        match self.raw(key) {
-            None => default,
-            Some(v) => v.trim().parse().unwrap_or_else(|_| {
-                self.errors.push(ConfigError { key, message: format!("{v:?} is not {what}") });
-                default
-            }),
-        }
-    }
-
-    fn number(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> u64 {
-        let v = self.parse(key, default, "a whole number");
-        if !(min..=max).contains(&v) {
-            self.errors.push(ConfigError { key, message: format!("{v} is outside {min}..={max}") });
-            return default;
+    /// The given value, else the declared default's text, else None.
+    fn text(&mut self, key: &'static str) -> Option<String> {
+        let given = self.src.get(key).filter(|v| !v.trim().is_empty()).map(|v| v.trim().to_owned());
+        let v = given.or_else(|| match setting(key).default {
+            Value(v) => Some(v.to_owned()),
+            Derived(_) | Unset => None,
+        });
+        if let Some(v) = &v {
+            self.effective.push((key, v.clone()));
         }
         v
     }
 
-    fn secs(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> Duration {
-        Duration::from_secs(self.number(key, default, min, max))
+    /// A value derived at start-up when none was given; recorded too.
+    fn or_derived<T: ToString>(&mut self, key: &'static str, given: Option<T>, derive: impl FnOnce() -> T) -> T {
+        given.unwrap_or_else(|| {
+            let v = derive();
+            self.effective.push((key, v.to_string()));
+            v
+        })
     }
 
-    fn millis(&mut self, key: &'static str, default: u64, min: u64, max: u64) -> Duration {
-        Duration::from_millis(self.number(key, default, min, max))
+    fn parse<T: std::str::FromStr>(&mut self, key: &'static str, what: &str) -> Option<T> {
+        let v = self.text(key)?;
+        v.parse().map_err(|_| self.fail(key, format!("{v:?} is not {what}"))).ok()
+    }
+
+    fn number(&mut self, key: &'static str, min: u64, max: u64) -> u64 {
+        self.number_or(key, min, max, || min)
+    }
+
+    fn number_or(&mut self, key: &'static str, min: u64, max: u64, derive: impl FnOnce() -> u64) -> u64 {
+        let given = self.parse::<u64>(key, "a whole number");
+        let v = self.or_derived(key, given, derive);
+        if !(min..=max).contains(&v) {
+            self.fail(key, format!("{v} is outside {min}..={max}"));
+        }
+        v.clamp(min, max)
+    }
+
+    fn secs(&mut self, key: &'static str, min: u64, max: u64) -> Duration {
+        Duration::from_secs(self.number(key, min, max))
+    }
+
+    fn millis(&mut self, key: &'static str, min: u64, max: u64) -> Duration {
+        Duration::from_millis(self.number(key, min, max))
+    }
+
+    fn choice<T: Named>(&mut self, key: &'static str) -> T {
+        let v = self.text(key).unwrap_or_default();
+        match T::NAMES.iter().find(|(n, _)| *n == v) {
+            Some((_, t)) => *t,
+            None => {
+                let names: Vec<&str> = T::NAMES.iter().map(|(n, _)| *n).collect();
+                self.fail(key, format!("{v:?} is not one of {}", names.join(", ")));
+                T::NAMES[0].1
+            }
+        }
     }
 }
 
 fn parse_bind(v: &str) -> Option<SocketAddr> {
-    let v = v.trim();
     if let Some(port) = v.strip_prefix(':') {
         return port.parse::<u16>().ok().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     }
@@ -237,102 +426,59 @@ fn parse_bind(v: &str) -> Option<SocketAddr> {
 impl Config {
     /// Builds the configuration from `src`, or every problem found.
     pub fn from_source(src: &dyn Source) -> Result<Self, Vec<ConfigError>> {
-        let mut r = Reader { src, errors: Vec::new() };
-        let app_env = r.string("APP_ENV", "development");
-        if !matches!(app_env.as_str(), "development" | "production" | "test") {
-            r.errors.push(ConfigError {
-                key: "APP_ENV",
-                message: format!("{app_env:?} is not development, test or production"),
-            });
-        }
-        let bind_raw = r.string("BIND_ADDR", "127.0.0.1:8080");
+        let mut r = Reader { src, errors: Vec::new(), effective: Vec::new() };
+        let app_env = r.choice::<AppEnv>("APP_ENV");
+        let bind_raw = r.text("BIND_ADDR").unwrap_or_default();
         let bind_addr = parse_bind(&bind_raw).unwrap_or_else(|| {
-            r.errors.push(ConfigError { key: "BIND_ADDR", message: format!("{bind_raw:?} is not HOST:PORT or :PORT") });
+            r.fail("BIND_ADDR", format!("{bind_raw:?} is not HOST:PORT or :PORT"));
             SocketAddr::from(([127, 0, 0, 1], 8080))
         });
-        let database_url = r.string("DATABASE_URL", "postgres://postgres@localhost/tasks");
+        let database_url = r.text("DATABASE_URL").unwrap_or_default();
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
-            r.errors.push(ConfigError { key: "DATABASE_URL", message: "must start with postgres://".into() });
+            r.fail("DATABASE_URL", "must start with postgres://");
         }
-        let redis_url = r.string("REDIS_URL", "redis://127.0.0.1:6379");
+        let redis_url = r.text("REDIS_URL").unwrap_or_default();
         if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
-            r.errors.push(ConfigError { key: "REDIS_URL", message: "must start with redis://".into() });
+            r.fail("REDIS_URL", "must start with redis://");
         }
-        let jwt_secret = r.string("JWT_SECRET", DEV_JWT_SECRET);
-        if jwt_secret == DEV_JWT_SECRET && !bind_addr.ip().is_loopback() {
-            r.errors.push(ConfigError {
-                key: "JWT_SECRET",
-                message: format!(
-                    "the development secret is only used on loopback addresses; BIND_ADDR is {bind_addr}: set JWT_SECRET"
-                ),
-            });
-        } else if app_env == "production" {
-            if jwt_secret == DEV_JWT_SECRET {
-                r.errors.push(ConfigError {
-                    key: "JWT_SECRET",
-                    message: "the development secret is refused when APP_ENV=production".into(),
-                });
-            } else if jwt_secret.len() < 32 {
-                r.errors.push(ConfigError {
-                    key: "JWT_SECRET",
-                    message: "must be at least 32 bytes when APP_ENV=production".into(),
-                });
-            }
+        let redis_key_prefix = r.text("REDIS_KEY_PREFIX");
+        if redis_key_prefix.as_deref().is_some_and(|p| p.contains(['{', '}', ' '])) {
+            r.fail("REDIS_KEY_PREFIX", "may not contain braces or spaces");
         }
-        let access_ttl = r.secs("ACCESS_TOKEN_TTL_SECS", 900, 1, 86_400);
+        let jwt_secret = r.text("JWT_SECRET").unwrap_or_else(|| DEV_JWT_SECRET.to_owned());
+        check_secret(&mut r, &jwt_secret, app_env, bind_addr);
+        let access_ttl = r.secs("ACCESS_TOKEN_TTL_SECS", 1, 86_400);
         // Shorter than the access lifetime is valid: tokens never outlive
         // their session, which lasts the refresh lifetime.
-        let refresh_ttl = r.secs("REFRESH_TOKEN_TTL_SECS", 604_800, 1, 31_536_000);
-        let tasks_cache_ttl = r.secs("TASKS_CACHE_TTL_SECS", 30, 1, 86_400);
-        let backend_raw = r.string("CACHE_BACKEND", "redis");
-        let cache_backend = match backend_raw.as_str() {
-            "redis" => CacheBackend::Redis,
-            "memory" => CacheBackend::Memory,
-            "off" => CacheBackend::Off,
-            other => {
-                r.errors.push(ConfigError {
-                    key: "CACHE_BACKEND",
-                    message: format!("{other:?} is not redis, memory or off"),
-                });
-                CacheBackend::Redis
-            }
-        };
-        let login_max_failures = r.number("LOGIN_MAX_FAILURES", 10, 1, 1_000_000) as u32;
-        let login_failure_window = r.secs("LOGIN_FAILURE_WINDOW_SECS", 900, 1, 86_400 * 30);
-        let admin_email = r.raw("ADMIN_EMAIL");
-        let admin_password = r.raw("ADMIN_PASSWORD").map(Secret::new);
+        let refresh_ttl = r.secs("REFRESH_TOKEN_TTL_SECS", 1, 31_536_000);
+        let tasks_cache_ttl = r.secs("TASKS_CACHE_TTL_SECS", 1, 86_400);
+        let cache_backend = r.choice::<CacheBackend>("CACHE_BACKEND");
+        let login_max_failures = r.number("LOGIN_MAX_FAILURES", 1, 1_000_000) as u32;
+        let login_failure_window = r.secs("LOGIN_FAILURE_WINDOW_SECS", 1, 86_400 * 30);
+        let admin_email = r.text("ADMIN_EMAIL");
+        let admin_password = r.text("ADMIN_PASSWORD").map(Secret::new);
         if admin_email.is_some() != admin_password.is_some() {
-            r.errors.push(ConfigError {
-                key: "ADMIN_EMAIL",
-                message: "ADMIN_EMAIL and ADMIN_PASSWORD go together: set both or neither".into(),
-            });
+            r.fail("ADMIN_EMAIL", "ADMIN_EMAIL and ADMIN_PASSWORD go together: set both or neither");
         }
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let pg_pool_size = r.number("PG_POOL_SIZE", 16, 1, 1000) as u32;
-        let redis_pool_size = r.number("REDIS_POOL_SIZE", 4, 1, 1000) as u32;
-        let pool_timeout = r.millis("POOL_TIMEOUT_MS", 2000, 10, 600_000);
-        let redis_timeout = r.millis("REDIS_TIMEOUT_MS", 250, 1, 60_000);
-        let hash_concurrency = r.number("HASH_CONCURRENCY", cpus as u64, 1, 1024) as usize;
-        let hash_queue_max = r.number("HASH_QUEUE_MAX", 512, 1, 1_000_000) as usize;
+        let max_sessions_per_user = r.number("MAX_SESSIONS_PER_USER", 1, 100_000) as i64;
+        let pg_pool_size = r.number("PG_POOL_SIZE", 1, 1000) as u32;
+        let redis_pool_size = r.number("REDIS_POOL_SIZE", 1, 1000) as u32;
+        let pool_timeout = r.millis("POOL_TIMEOUT_MS", 10, 600_000);
+        let redis_timeout = r.millis("REDIS_TIMEOUT_MS", 1, 60_000);
+        let cpus = || std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
+        let hash_concurrency = r.number_or("HASH_CONCURRENCY", 1, 1024, cpus) as usize;
+        let hash_queue_max = r.number("HASH_QUEUE_MAX", 1, 1_000_000) as usize;
         let reserved = u64::from(pg_pool_size) + u64::from(redis_pool_size) + 64;
-        let fd_default = open_file_limit().map_or(10_000, |n| n.saturating_sub(reserved).clamp(16, 1_000_000));
-        let max_connections = r.number("MAX_CONNECTIONS", fd_default, 1, 1_000_000) as usize;
-        let max_sessions_per_user = r.number("MAX_SESSIONS_PER_USER", 100, 1, 100_000) as i64;
-        let body_read_timeout = r.secs("BODY_READ_TIMEOUT_SECS", 10, 1, 3600);
-        let request_timeout = r.secs("REQUEST_TIMEOUT_SECS", 30, 1, 3600);
-        let header_read_timeout = r.secs("HEADER_READ_TIMEOUT_SECS", 10, 1, 3600);
-        let shutdown_grace = r.secs("SHUTDOWN_GRACE_SECS", 10, 0, 3600);
-        let log_format = r.string("LOG_FORMAT", "text");
-        if !matches!(log_format.as_str(), "text" | "json") {
-            r.errors.push(ConfigError { key: "LOG_FORMAT", message: format!("{log_format:?} is not text or json") });
-        }
-        let log_filter = r.string("RUST_LOG", "info");
+        let from_fds = || open_file_limit().map_or(10_000, |n| n.saturating_sub(reserved).clamp(16, 1_000_000));
+        let max_connections = r.number_or("MAX_CONNECTIONS", 1, 1_000_000, from_fds) as usize;
+        let header_read_timeout = r.secs("HEADER_READ_TIMEOUT_SECS", 1, 3600);
+        let body_read_timeout = r.secs("BODY_READ_TIMEOUT_SECS", 1, 3600);
+        let request_timeout = r.secs("REQUEST_TIMEOUT_SECS", 1, 3600);
+        let shutdown_grace = r.secs("SHUTDOWN_GRACE_SECS", 0, 3600);
+        let log_format = r.choice::<LogFormat>("LOG_FORMAT");
+        let log_filter = r.text("RUST_LOG").unwrap_or_default();
         if log_filter.parse::<tracing_subscriber::filter::Targets>().is_err() {
-            r.errors.push(ConfigError { key: "RUST_LOG", message: format!("{log_filter:?} is not a log filter") });
-        }
-        let redis_key_prefix = r.raw("REDIS_KEY_PREFIX");
-        if redis_key_prefix.as_deref().is_some_and(|p| p.contains(['{', '}', ' '])) {
-            r.errors.push(ConfigError { key: "REDIS_KEY_PREFIX", message: "may not contain braces or spaces".into() });
+            r.fail("RUST_LOG", format!("{log_filter:?} is not a log filter"));
         }
         if !r.errors.is_empty() {
             return Err(r.errors);
@@ -352,6 +498,7 @@ impl Config {
             login_failure_window,
             admin_email,
             admin_password,
+            max_sessions_per_user,
             pg_pool_size,
             redis_pool_size,
             pool_timeout,
@@ -359,13 +506,13 @@ impl Config {
             hash_concurrency,
             hash_queue_max,
             max_connections,
-            max_sessions_per_user,
+            header_read_timeout,
             body_read_timeout,
             request_timeout,
-            header_read_timeout,
             shutdown_grace,
             log_format,
             log_filter,
+            effective: r.effective,
         })
     }
 
@@ -380,46 +527,41 @@ impl Config {
         self.jwt_secret.expose() == DEV_JWT_SECRET
     }
 
-    /// The effective configuration as `KEY=value` lines, secrets redacted
-    /// (URL passwords included), for `--print-config`.
+    /// The effective configuration as `KEY=value` lines in [`SETTINGS`]
+    /// order, secrets redacted (URL passwords only, for URLs), for
+    /// `--print-config`.
     pub fn redacted(&self) -> String {
-        let backend = match self.cache_backend {
-            CacheBackend::Redis => "redis",
-            CacheBackend::Memory => "memory",
-            CacheBackend::Off => "off",
-        };
-        let secret = |set: bool| if set { "<redacted>" } else { "<unset>" };
-        let lines = [
-            ("APP_ENV", self.app_env.clone()),
-            ("BIND_ADDR", self.bind_addr.to_string()),
-            ("DATABASE_URL", redact_url(self.database_url.expose())),
-            ("REDIS_URL", redact_url(self.redis_url.expose())),
-            ("REDIS_KEY_PREFIX", self.redis_key_prefix.clone().unwrap_or_else(|| "<from the database>".into())),
-            ("JWT_SECRET", if self.uses_dev_secret() { "<development default>".into() } else { "<redacted>".into() }),
-            ("ACCESS_TOKEN_TTL_SECS", self.access_ttl.as_secs().to_string()),
-            ("REFRESH_TOKEN_TTL_SECS", self.refresh_ttl.as_secs().to_string()),
-            ("TASKS_CACHE_TTL_SECS", self.tasks_cache_ttl.as_secs().to_string()),
-            ("CACHE_BACKEND", backend.into()),
-            ("LOGIN_MAX_FAILURES", self.login_max_failures.to_string()),
-            ("LOGIN_FAILURE_WINDOW_SECS", self.login_failure_window.as_secs().to_string()),
-            ("ADMIN_EMAIL", self.admin_email.clone().unwrap_or_else(|| "<unset>".into())),
-            ("ADMIN_PASSWORD", secret(self.admin_password.is_some()).into()),
-            ("PG_POOL_SIZE", self.pg_pool_size.to_string()),
-            ("REDIS_POOL_SIZE", self.redis_pool_size.to_string()),
-            ("POOL_TIMEOUT_MS", self.pool_timeout.as_millis().to_string()),
-            ("REDIS_TIMEOUT_MS", self.redis_timeout.as_millis().to_string()),
-            ("HASH_CONCURRENCY", self.hash_concurrency.to_string()),
-            ("HASH_QUEUE_MAX", self.hash_queue_max.to_string()),
-            ("MAX_CONNECTIONS", self.max_connections.to_string()),
-            ("MAX_SESSIONS_PER_USER", self.max_sessions_per_user.to_string()),
-            ("BODY_READ_TIMEOUT_SECS", self.body_read_timeout.as_secs().to_string()),
-            ("REQUEST_TIMEOUT_SECS", self.request_timeout.as_secs().to_string()),
-            ("HEADER_READ_TIMEOUT_SECS", self.header_read_timeout.as_secs().to_string()),
-            ("SHUTDOWN_GRACE_SECS", self.shutdown_grace.as_secs().to_string()),
-            ("LOG_FORMAT", self.log_format.clone()),
-            ("RUST_LOG", self.log_filter.clone()),
-        ];
-        lines.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+        let mut out = String::new();
+        for st in SETTINGS {
+            let value = self.effective.iter().find(|(k, _)| *k == st.key).map(|(_, v)| v.as_str());
+            let shown = match (value, st.secret) {
+                (None, _) if st.key == "JWT_SECRET" => "<development default>".to_owned(),
+                (None, _) => match st.default {
+                    Derived(_) => "<derived at start-up>".to_owned(),
+                    _ => "<unset>".to_owned(),
+                },
+                (Some(v), true) if v.contains("://") => redact_url(v),
+                (Some(_), true) => "<redacted>".to_owned(),
+                (Some(v), false) => v.to_owned(),
+            };
+            out.push_str(&format!("{}={shown}\n", st.key));
+        }
+        out
+    }
+}
+
+/// The rules on `JWT_SECRET`: the development secret only on loopback and
+/// never in production; in production at least 32 bytes.
+fn check_secret(r: &mut Reader<'_>, secret: &str, env: AppEnv, bind: SocketAddr) {
+    if secret == DEV_JWT_SECRET && !bind.ip().is_loopback() {
+        r.fail(
+            "JWT_SECRET",
+            format!("the development secret is only used on loopback addresses; BIND_ADDR is {bind}: set JWT_SECRET"),
+        );
+    } else if env == AppEnv::Production && secret == DEV_JWT_SECRET {
+        r.fail("JWT_SECRET", "the development secret is refused when APP_ENV=production");
+    } else if env == AppEnv::Production && secret.len() < 32 {
+        r.fail("JWT_SECRET", "must be at least 32 bytes when APP_ENV=production");
     }
 }
 
@@ -454,6 +596,35 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_table_is_the_declared_settings() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(&settings_table()),
+            "README.md's settings table differs: paste `tollgate --settings-table`"
+        );
+        assert!(readme.contains("tollgate --settings-table"));
+    }
+
+    #[test]
+    fn every_setting_is_read_and_printed_once() {
+        let c = cfg(&[("ADMIN_EMAIL", "a@b.io"), ("ADMIN_PASSWORD", "pw"), ("REDIS_KEY_PREFIX", "p")]).expect("valid");
+        let printed = c.redacted();
+        for st in SETTINGS {
+            assert_eq!(
+                printed.matches(&format!("\n{}=", st.key)).count()
+                    + usize::from(printed.starts_with(&format!("{}=", st.key))),
+                1,
+                "{}",
+                st.key
+            );
+        }
+        assert!(
+            printed.contains("HASH_CONCURRENCY=") && !printed.contains("HASH_CONCURRENCY=<"),
+            "derived values are shown"
+        );
+    }
+
+    #[test]
     fn defaults_match_the_contract() {
         let c = cfg(&[]).expect("defaults are valid");
         assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8080");
@@ -472,6 +643,9 @@ mod tests {
             .expect_err("three bad values");
         let keys: Vec<_> = errs.iter().map(|e| e.key).collect();
         assert_eq!(keys, ["BIND_ADDR", "ACCESS_TOKEN_TTL_SECS", "CACHE_BACKEND"]);
+        let errs = cfg(&[("APP_ENV", "prod"), ("LOG_FORMAT", "xml")]).expect_err("two bad choices");
+        assert!(errs[0].message.contains("development, test, production"), "{errs:?}");
+        assert_eq!(errs[1].key, "LOG_FORMAT");
     }
 
     #[test]

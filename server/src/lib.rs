@@ -60,7 +60,7 @@ pub fn init_tracing(config: &Config) {
     let filter: tracing_subscriber::filter::Targets =
         config.log_filter.parse().unwrap_or_else(|_| tracing_subscriber::filter::Targets::new());
     let registry = tracing_subscriber::registry().with(filter);
-    let _ = if config.log_format == "json" {
+    let _ = if config.log_format == config::LogFormat::Json {
         registry.with(tracing_subscriber::fmt::layer().json()).try_init()
     } else {
         registry.with(tracing_subscriber::fmt::layer()).try_init()

@@ -14,15 +14,15 @@ const EX_USAGE: u8 = 64;
 const HELP: &str = "\
 tollgate: JWT auth with instant revocation in front of a cached task API
 
-USAGE: tollgate [--config FILE] [--print-config]
+USAGE: tollgate [--config FILE] [--print-config] [--settings-table]
 
-  --config FILE    read KEY=VALUE settings from FILE (also: CONFIG_FILE);
-                   the environment overrides the file, the file the defaults
-  --print-config   print the effective configuration, secrets redacted, and exit
-  --help           this text
+  --config FILE     read KEY=VALUE settings from FILE (also: CONFIG_FILE);
+                    the environment overrides the file, the file the defaults
+  --print-config    print the effective configuration, secrets redacted, and exit
+  --settings-table  print the settings as README.md's Markdown table, and exit
+  --help            this text
 
-Settings are the environment variables of API.md (BIND_ADDR, DATABASE_URL,
-REDIS_URL, JWT_SECRET, ...); see README.md for the full table.
+SETTINGS (environment variables; defaults in README.md or --settings-table):
 ";
 
 fn main() -> ExitCode {
@@ -37,7 +37,11 @@ fn main() -> ExitCode {
                 None => return usage("--config needs a file"),
             },
             "-h" | "--help" => {
-                print!("{HELP}");
+                print!("{HELP}{}", config::settings_help());
+                return ExitCode::SUCCESS;
+            }
+            "--settings-table" => {
+                print!("{}", config::settings_table());
                 return ExitCode::SUCCESS;
             }
             other => return usage(&format!("unknown argument {other:?}")),
@@ -93,6 +97,6 @@ fn main() -> ExitCode {
 }
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("tollgate: {msg}\n\n{HELP}");
+    eprintln!("tollgate: {msg}\n\n{HELP}{}", config::settings_help());
     ExitCode::from(EX_USAGE)
 }

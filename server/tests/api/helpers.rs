@@ -7,8 +7,6 @@
 //! Needs DATABASE_URL and REDIS_URL: run through `scripts/test.sh`, which
 //! starts throwaway servers.
 
-#![allow(dead_code)]
-
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -131,11 +129,7 @@ pub struct PrivateRedis {
 }
 
 impl PrivateRedis {
-    pub async fn start() -> Self {
-        Self::start_with(&[]).await
-    }
-
-    /// With extra redis-server arguments (e.g. an eviction policy).
+    /// Started with extra redis-server arguments (e.g. an eviction policy).
     pub async fn start_with(args: &[&str]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0").await.expect("bind").local_addr().expect("addr").port();
         let dir = std::env::temp_dir().join(unique("tollgate-redis-"));
