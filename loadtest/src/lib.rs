@@ -8,7 +8,17 @@
 //! - [`setup`]: accounts and tasks through the public API, idempotent.
 //! - [`scenarios`]: the goose scenarios, one per path, and the ban driver of
 //!   the revocation scenario.
-//! - [`summary`]: the JSON summary, the table, `compare` and `merge`.
+//! - [`summary`]: the JSON summary (with latency histograms), the table,
+//!   `compare` and `merge`.
+//! - [`open`]: the open model (`--rate`, `--rate-steps`).
+//! - [`cli`]: the command line, goose's options included.
+//!
+//! # Results are never lost
+//! Every scenario runs even when another failed or broke a threshold; each
+//! failure is recorded in its row, `summary.json` and the table are always
+//! written, and the verdict comes at the end ([`Verdict`]: exit 0, 1 for a
+//! broken contract, 2 for a failed threshold, 3 when the harness could not
+//! run).
 //!
 //! # Measuring the generator too
 //! On a small machine goose can saturate before the server does. Each
@@ -18,6 +28,8 @@
 
 #![deny(missing_docs)]
 
+pub mod cli;
+pub mod open;
 pub mod scenarios;
 pub mod setup;
 pub mod summary;
@@ -66,10 +78,16 @@ pub struct RunOptions {
     pub calibrate_secs: usize,
     /// Admin credentials for the revocation scenario against a deployment.
     pub admin: Option<(String, String)>,
-    /// goose's own options, passed through.
-    pub goose_args: Vec<String>,
+    /// goose's own options, as parsed.
+    pub goose: GooseConfiguration,
     /// Worker threads of an embedded server.
     pub server_threads: usize,
+    /// This process is generator I of N: its own accounts and victims.
+    pub generator: (usize, usize),
+    /// Runs per scenario (medians reported).
+    pub repeat: u32,
+    /// The open model, when `--rate` or `--rate-steps` was given.
+    pub open: Option<open::OpenOptions>,
 }
 
 impl Default for RunOptions {
@@ -87,43 +105,130 @@ impl Default for RunOptions {
             calibrate: true,
             calibrate_secs: 10,
             admin: None,
-            goose_args: Vec::new(),
+            goose: GooseConfiguration::default(),
             server_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            generator: (1, 1),
+            repeat: 1,
+            open: None,
         }
     }
 }
 
-/// Runs one goose attack and returns its metrics.
-async fn attack(
-    host: &str,
-    goose_args: &[String],
-    scenarios: Vec<Scenario>,
-    report: Option<&Path>,
-    run_time: Option<usize>,
-) -> anyhow::Result<GooseMetrics> {
-    let mut args = goose_args.to_vec();
-    if let Some(t) = run_time {
-        args.extend(["--run-time".to_owned(), t.to_string()]);
+/// goose's configuration from command-line words (tests, scripts).
+pub fn goose_config(args: &[&str]) -> anyhow::Result<GooseConfiguration> {
+    use clap::Parser as _;
+    GooseConfiguration::try_parse_from(std::iter::once("goose").chain(args.iter().copied()))
+        .map_err(|e| anyhow!("goose options {args:?}: {e}"))
+}
+
+/// What one goose attack is for.
+enum Purpose<'a> {
+    /// A measured scenario, with its HTML report.
+    Scenario(&'a str, &'a Path),
+    /// The generator's ceiling: a plain run of `secs`, without the user's
+    /// thresholds, throttle, test plan or reports (it judges the generator,
+    /// not the server).
+    Calibration(usize),
+}
+
+/// The HTML report of `scenario`: the user's `--report-file` names with the
+/// scenario inserted before the extension (so `all` does not overwrite one
+/// file), else `out/SCENARIO.html`.
+fn report_files(user: &[String], default: &Path, scenario: &str) -> Vec<String> {
+    if user.is_empty() {
+        return default.to_str().map(str::to_owned).into_iter().collect();
     }
-    let config = GooseConfiguration::parse_args_default(&args).map_err(|e| anyhow!("goose options {args:?}: {e}"))?;
+    user.iter()
+        .map(|f| {
+            let p = Path::new(f);
+            let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("report");
+            let ext = p.extension().and_then(|s| s.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+            p.with_file_name(format!("{stem}-{scenario}{ext}")).to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+/// Builds the goose attack of `purpose` with the harness's defaults, set
+/// only where the user gave nothing and goose accepts them (no users,
+/// increase rate or run time beside a test plan).
+fn prepare(host: &str, user: &GooseConfiguration, purpose: &Purpose<'_>) -> anyhow::Result<GooseAttack> {
+    let config = match purpose {
+        // A fresh configuration: only the users and their start rate carry
+        // over (a test plan's largest step is not knowable here; its users
+        // default as goose's do).
+        Purpose::Calibration(secs) => {
+            let mut c = GooseConfiguration::default();
+            c.users = user.users;
+            c.increase_rate = user.increase_rate.clone();
+            c.run_time = Some(secs.to_string());
+            c
+        }
+        Purpose::Scenario(name, default) => {
+            let mut c = user.clone();
+            c.report_file = report_files(&user.report_file, default, name);
+            c
+        }
+    };
+    let plan = has_test_plan(&config);
+    let timed = config.increase_time.is_some();
+    let loud = config.running_metrics.is_some() || config.verbose > 0;
     let mut a = GooseAttack::initialize_with_config(config)?;
-    for s in scenarios {
-        a = a.register_scenario(s);
-    }
-    let users = DEFAULT_USERS.to_string();
     a = *a.set_default(GooseDefault::Host, host)?;
-    a = *a.set_default(GooseDefault::Users, DEFAULT_USERS)?;
-    a = *a.set_default(GooseDefault::IncreaseRate, users.as_str())?;
-    a = *a.set_default(GooseDefault::RunTime, DEFAULT_RUN_TIME)?;
+    if !plan {
+        a = *a.set_default(GooseDefault::Users, DEFAULT_USERS)?;
+        a = *a.set_default(GooseDefault::RunTime, DEFAULT_RUN_TIME)?;
+        if !timed {
+            a = *a.set_default(GooseDefault::IncreaseRate, DEFAULT_USERS.to_string().as_str())?;
+        }
+    }
     // The telnet controller binds a fixed port: back-to-back attacks (and
     // parallel runs) would clash on it.
     a = *a.set_default(GooseDefault::NoTelnet, true)?;
-    a = *a.set_default(GooseDefault::NoPrintMetrics, true)?;
-    a = *a.set_default(GooseDefault::Quiet, 1)?;
-    if let Some(r) = report.and_then(Path::to_str) {
-        a = *a.set_default(GooseDefault::ReportFile, r)?;
+    if !loud {
+        a = *a.set_default(GooseDefault::NoPrintMetrics, true)?;
+        a = *a.set_default(GooseDefault::Quiet, 1)?;
     }
-    Ok(a.execute().await?)
+    Ok(a)
+}
+
+/// Whether goose's configuration has a `--test-plan` (the field is private
+/// to goose; its serialised form is not).
+pub fn has_test_plan(c: &GooseConfiguration) -> bool {
+    serde_json::to_value(c).is_ok_and(|v| !v["test_plan"].is_null())
+}
+
+/// Checks goose's options against the harness's defaults before anything
+/// starts (a test plan beside defaults goose refuses, and the like).
+pub fn check_goose(opts: &RunOptions) -> anyhow::Result<()> {
+    let report = opts.out_dir.join("check.html");
+    prepare("http://127.0.0.1:1", &opts.goose, &Purpose::Scenario("check", &report)).map(drop)
+}
+
+/// The outcome of one attack: metrics, and the thresholds that failed.
+struct Attack {
+    metrics: GooseMetrics,
+    thresholds_failed: Vec<String>,
+}
+
+/// Runs one goose attack. A failed threshold still returns the metrics.
+async fn attack(
+    host: &str,
+    user: &GooseConfiguration,
+    scenarios: Vec<Scenario>,
+    purpose: Purpose<'_>,
+) -> anyhow::Result<Attack> {
+    let mut a = prepare(host, user, &purpose)?;
+    for s in scenarios {
+        a = a.register_scenario(s);
+    }
+    match a.execute().await {
+        Ok(metrics) => Ok(Attack { metrics, thresholds_failed: Vec::new() }),
+        Err(goose::GooseError::ThresholdsFailed { failed, metrics }) => Ok(Attack {
+            metrics: *metrics.0,
+            thresholds_failed: failed.iter().map(|f| format!("{} (observed {})", f.rule, f.observed)).collect(),
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
@@ -154,6 +259,7 @@ pub fn expand(names: &[String]) -> anyhow::Result<Vec<String>> {
 /// `summary.json` and the HTML reports under `out_dir`.
 pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let names = expand(&opts.scenarios)?;
+    check_goose(&opts)?;
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
     let target = match &opts.host {
@@ -191,7 +297,11 @@ async fn set_up(
 ) -> anyhow::Result<(Arc<Shared>, Option<String>)> {
     let (base, client) = (&target.url, setup::client()?);
     eprintln!("loadtest: setting up {} accounts with {} tasks each", opts.accounts, opts.tasks);
-    let accounts = setup::accounts(&client, base, "user", opts.accounts.max(1), opts.tasks).await?;
+    let kind = |k: &str| match opts.generator {
+        (_, 1) => k.to_owned(),
+        (i, n) => format!("g{i}of{n}-{k}"),
+    };
+    let accounts = setup::accounts(&client, base, &kind("user"), opts.accounts.max(1), opts.tasks).await?;
     if !names.iter().any(|n| bans_in(opts, n)) {
         return Ok((Shared::new(accounts, Vec::new()), None));
     }
@@ -199,7 +309,7 @@ async fn set_up(
         "the revocation scenario needs admin credentials: --admin-email and --admin-password (or ADMIN_EMAIL / ADMIN_PASSWORD)",
     )?;
     let (token, _) = setup::login(&client, base, &email, &password).await.context("admin login")?;
-    let victims = setup::accounts(&client, base, "victim", opts.victims.max(1), 0).await?;
+    let victims = setup::accounts(&client, base, &kind("victim"), opts.victims.max(1), 0).await?;
     for v in &victims {
         setup::set_status(&client, base, &token, v.id, "active").await?; // a previous run may have been cut off
     }
@@ -216,6 +326,9 @@ async fn run_one(
     ceiling_rps: Option<f64>,
 ) -> anyhow::Result<ScenarioSummary> {
     eprintln!("loadtest: running {name}");
+    if let Some(open) = &opts.open {
+        return run_open(base, shared, name, open).await;
+    }
     let report = opts.out_dir.join(format!("{name}.html"));
     let list = build(shared, opts, name)?;
     let driver = match (bans_in(opts, name), admin_token) {
@@ -227,7 +340,8 @@ async fn run_one(
         }
         _ => None,
     };
-    let metrics = attack(base, &opts.goose_args, list, Some(&report), None).await;
+    shared.take_hists();
+    let result = attack(base, &opts.goose, list, Purpose::Scenario(name, &report)).await;
     let bans = match driver {
         Some((stop, h)) => {
             stop.store(true, Ordering::Relaxed);
@@ -235,7 +349,9 @@ async fn run_one(
         }
         None => None,
     };
-    let mut s = summary::from_goose(name, &metrics?).with_ceiling(ceiling_rps);
+    let result = result?;
+    let mut s = summary::from_goose(name, &result.metrics, &shared.take_hists()).with_ceiling(ceiling_rps);
+    s.thresholds_failed = result.thresholds_failed;
     if let Some(bans) = bans {
         let mut lat = shared.ban_to_401.lock().map_err(|_| anyhow!("latency lock poisoned"))?.clone();
         lat.sort();
@@ -250,6 +366,66 @@ async fn run_one(
     Ok(s)
 }
 
+/// The open-model form of scenario `name`, with the accounts' tokens
+/// renewed in the background for runs longer than their lifetime.
+async fn run_open(
+    base: &str,
+    shared: &Arc<Shared>,
+    name: &str,
+    o: &open::OpenOptions,
+) -> anyhow::Result<ScenarioSummary> {
+    let (stop, renewer) = {
+        let (shared, base, stop) = (shared.clone(), base.to_owned(), Arc::new(AtomicBool::new(false)));
+        let client = setup::client()?;
+        let s = stop.clone();
+        (
+            stop,
+            tokio::spawn(async move {
+                while !s.load(Ordering::Relaxed) {
+                    shared.renew_tokens(&client, &base).await;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }),
+        )
+    };
+    let result = open::run(base, shared, name, o).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = renewer.await;
+    let (stats, total) = result?;
+    let secs: f64 = o.steps.iter().map(|s| s.secs).sum();
+    let errors = stats.steps.iter().map(|s| s.errors).sum();
+    let row = total.stats(open::request_name(name), errors, secs);
+    let mut s = summary::failed(name, String::new());
+    s.error = None;
+    s.duration_s = secs;
+    s.requests = row.requests;
+    s.failures = errors;
+    s.rps = row.rps;
+    s.by_request = vec![row];
+    s.open = Some(stats);
+    Ok(s)
+}
+
+/// Runs `name` `opts.repeat` times: one run as it is, several as their
+/// medians with each run kept.
+async fn run_repeated(
+    base: &str,
+    opts: &RunOptions,
+    shared: &Arc<Shared>,
+    admin_token: Option<&str>,
+    name: &str,
+    ceiling_rps: Option<f64>,
+) -> ScenarioSummary {
+    let mut runs = Vec::new();
+    for _ in 0..opts.repeat.max(1) {
+        match run_one(base, opts, shared, admin_token, name, ceiling_rps).await {
+            Ok(s) => runs.push(s),
+            Err(e) => return summary::failed(name, format!("{e:#}")),
+        }
+    }
+    summary::median_of(runs)
+}
+
 async fn run_against(
     target: &target::Target,
     opts: &RunOptions,
@@ -258,41 +434,90 @@ async fn run_against(
 ) -> anyhow::Result<Summary> {
     let base = target.url.clone();
     let (shared, admin_token) = set_up(target, opts, names).await?;
-    let ceiling = if opts.calibrate {
+    let ceiling = if opts.calibrate && opts.open.is_none() {
         eprintln!("loadtest: measuring the generator's ceiling on GET /healthz ({} s)", opts.calibrate_secs);
-        let m =
-            attack(&base, &opts.goose_args, vec![scenarios::healthz(&shared)], None, Some(opts.calibrate_secs)).await?;
-        Some(summary::from_goose("healthz", &m))
+        shared.take_hists();
+        let a =
+            attack(&base, &opts.goose, vec![scenarios::healthz(&shared)], Purpose::Calibration(opts.calibrate_secs))
+                .await?;
+        Some(summary::from_goose("healthz", &a.metrics, &shared.take_hists()))
     } else {
         None
     };
     let ceiling_rps = ceiling.as_ref().map(|c| c.rps);
     let mut results: Vec<ScenarioSummary> = ceiling.into_iter().collect();
     for name in names {
-        results.push(run_one(&base, opts, &shared, admin_token.as_deref(), name, ceiling_rps).await?);
+        results.push(run_repeated(&base, opts, &shared, admin_token.as_deref(), name, ceiling_rps).await);
     }
-    let summary = Summary { version: 1, target: base, embedded: target.embedded, started_at, scenarios: results };
+    let generator = (opts.generator.1 > 1).then_some(opts.generator);
+    let summary =
+        Summary { version: 2, target: base, embedded: target.embedded, started_at, scenarios: results, generator };
     let path = opts.out_dir.join("summary.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(summary)
 }
 
-/// Why a run should fail CI, if it should: failures, or any revoked
-/// request accepted.
-pub fn verdict(s: &Summary) -> Option<String> {
-    let mut why = Vec::new();
-    for sc in &s.scenarios {
-        if sc.failures > 0 {
-            why.push(format!("{}: {} failed requests", sc.scenario, sc.failures));
-        }
-        if let Some(r) = &sc.revocation {
-            if r.accepted_after_ban > 0 {
-                why.push(format!("{}: {} requests accepted after a ban", sc.scenario, r.accepted_after_ban));
-            }
+/// How a run ended, in the order of precedence of the exit status.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Exit 0.
+    Passed,
+    /// Exit 1: failed requests or a revoked token accepted.
+    ContractBroken(String),
+    /// Exit 2: a threshold or the knee limits failed.
+    ThresholdFailed(String),
+    /// Exit 3: a scenario could not run.
+    HarnessFailed(String),
+}
+
+impl Verdict {
+    /// The process exit status.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Passed => 0,
+            Self::ContractBroken(_) => 1,
+            Self::ThresholdFailed(_) => 2,
+            Self::HarnessFailed(_) => 3,
         }
     }
-    if why.is_empty() { None } else { Some(why.join("; ")) }
+}
+
+/// Judges a run: a broken contract outranks a failed threshold, which
+/// outranks a scenario that could not run.
+pub fn verdict(s: &Summary) -> Verdict {
+    let (mut contract, mut thresholds, mut harness) = (Vec::new(), Vec::new(), Vec::new());
+    for sc in &s.scenarios {
+        // An open-model run is judged by its limits (below): past its knee,
+        // dropped and failed sends are what a staircase looks for.
+        if sc.failures > 0 && sc.open.is_none() {
+            contract.push(format!("{}: {} failed requests", sc.scenario, sc.failures));
+        }
+        if let Some(r) = sc.revocation.as_ref().filter(|r| r.accepted_after_ban > 0) {
+            contract.push(format!("{}: {} requests accepted after a ban", sc.scenario, r.accepted_after_ban));
+        }
+        for t in &sc.thresholds_failed {
+            thresholds.push(format!("{}: threshold {t}", sc.scenario));
+        }
+        if let Some(o) = sc.open.as_ref().filter(|o| o.limits_given && o.knee_rps.is_none()) {
+            thresholds.push(format!(
+                "{}: the open-model run is beyond its limits from the first step (p99 <= {} ms, errors <= {}%)",
+                sc.scenario, o.knee_p99_ms, o.knee_max_error_pct
+            ));
+        }
+        if let Some(e) = &sc.error {
+            harness.push(format!("{}: {e}", sc.scenario));
+        }
+    }
+    if !contract.is_empty() {
+        Verdict::ContractBroken(contract.join("; "))
+    } else if !thresholds.is_empty() {
+        Verdict::ThresholdFailed(thresholds.join("; "))
+    } else if !harness.is_empty() {
+        Verdict::HarnessFailed(harness.join("; "))
+    } else {
+        Verdict::Passed
+    }
 }
 
 /// Medians of `POST /auth/login` for an unknown email and for a known email

@@ -4,11 +4,13 @@
 //! summary and the regression gate compare like with like.
 
 use crate::setup::{Account, PASSWORD};
+use crate::summary::Hist;
 use goose::goose::GooseResponse;
 use goose::prelude::*;
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// One scenario of the registry.
@@ -81,6 +83,10 @@ pub struct Shared {
     pub accepted_after_ban: AtomicU64,
     /// Time from each ban's answer to the victim's first 401.
     pub ban_to_401: Mutex<Vec<Duration>>,
+    /// Latency per `METHOD NAME` of the scenario running now.
+    hists: Mutex<HashMap<String, Hist>>,
+    /// Each account's current access token (the open model renews them).
+    tokens: Vec<RwLock<String>>,
 }
 
 /// One victim's current ban cycle.
@@ -108,20 +114,64 @@ impl Shared {
     /// State for a run.
     pub fn new(accounts: Vec<Account>, victims: Vec<Account>) -> Arc<Self> {
         let timeline = victims.iter().map(|_| Mutex::new(Timeline::default())).collect();
+        let tokens = accounts.iter().map(|a| RwLock::new(a.access.clone())).collect();
         Arc::new(Self {
             accounts,
             victims,
             timeline,
             accepted_after_ban: AtomicU64::new(0),
             ban_to_401: Mutex::new(Vec::new()),
+            hists: Mutex::new(HashMap::new()),
+            tokens,
         })
+    }
+
+    /// Records one request's latency.
+    pub fn record(&self, key: &str, took: Duration) {
+        if let Ok(mut h) = self.hists.lock() {
+            match h.get_mut(key) {
+                Some(hist) => hist.record(took),
+                None => {
+                    let mut hist = Hist::new();
+                    hist.record(took);
+                    h.insert(key.to_owned(), hist);
+                }
+            }
+        }
+    }
+
+    /// The histograms recorded since the last call (one scenario's).
+    pub fn take_hists(&self) -> HashMap<String, Hist> {
+        self.hists.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default()
+    }
+
+    /// Account `i`'s current access token.
+    pub fn access_token(&self, i: usize) -> String {
+        self.tokens[i].read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Renews, by a fresh login, every account token about to expire.
+    pub async fn renew_tokens(&self, client: &reqwest::Client, base: &str) {
+        for (i, a) in self.accounts.iter().enumerate() {
+            if crate::setup::expires_soon(&self.access_token(i)) {
+                if let Ok((access, _)) = crate::setup::login(client, base, &a.email, PASSWORD).await {
+                    if let Ok(mut t) = self.tokens[i].write() {
+                        *t = access;
+                    }
+                }
+            }
+        }
     }
 }
 
 type Tx = Box<TransactionError>;
 
-/// Sends one request with a stable name and optional token and JSON body.
+/// Sends one request with a stable name (goose shows it after the method:
+/// `GET /tasks`) and optional token and JSON body, and records its latency
+/// in the run's histogram of `METHOD NAME` (microseconds, exact enough to
+/// merge several generators' runs).
 async fn send(
+    sh: &Shared,
     user: &mut GooseUser,
     method: GooseMethod,
     path: &str,
@@ -136,8 +186,12 @@ async fn send(
     if let Some(b) = body {
         rb = rb.json(&b);
     }
+    let key = format!("{method} {name}");
     let req = GooseRequest::builder().method(method).path(path).name(name).set_request_builder(rb).build();
-    user.request(req).await
+    let start = Instant::now();
+    let r = user.request(req).await;
+    sh.record(&key, start.elapsed());
+    r
 }
 
 fn status(r: &GooseResponse) -> u16 {
@@ -184,7 +238,7 @@ fn own_session(shared: &Arc<Shared>) -> Transaction {
         Box::pin(async move {
             let i = user.weighted_users_index % sh.accounts.len().max(1);
             let email = sh.accounts[i].email.clone();
-            let (access, refresh) = login(user, &email).await?.unwrap_or_default();
+            let (access, refresh) = login(&sh, user, &email).await?.unwrap_or_default();
             user.set_session_data(Sess { account: i, access, refresh, obtained: None });
             Ok(())
         })
@@ -192,12 +246,13 @@ fn own_session(shared: &Arc<Shared>) -> Transaction {
     .set_on_start()
 }
 
-async fn login(user: &mut GooseUser, email: &str) -> Result<Option<(String, String)>, Tx> {
+async fn login(sh: &Shared, user: &mut GooseUser, email: &str) -> Result<Option<(String, String)>, Tx> {
     let r = send(
+        sh,
         user,
         GooseMethod::Post,
         "/auth/login",
-        "POST /auth/login",
+        "/auth/login",
         None,
         Some(json!({"email": email, "password": PASSWORD})),
     )
@@ -215,8 +270,22 @@ async fn login(user: &mut GooseUser, email: &str) -> Result<Option<(String, Stri
     )))
 }
 
-fn token(user: &GooseUser) -> String {
-    user.get_session_data::<Sess>().map(|s| s.access.clone()).unwrap_or_default()
+/// The goose user's access token, renewed by a fresh login when it is
+/// about to expire, so runs longer than the access lifetime stay at 200s.
+/// (A login, not a refresh: goose users may share an account's session,
+/// and two users rotating one refresh token would trip reuse detection.)
+async fn token(sh: &Shared, user: &mut GooseUser) -> Result<String, Tx> {
+    let Some(s) = user.get_session_data::<Sess>() else { return Ok(String::new()) };
+    if !crate::setup::expires_soon(&s.access) {
+        return Ok(s.access.clone());
+    }
+    let email = sh.accounts[s.account].email.clone();
+    if let Some((access, refresh)) = login(sh, user, &email).await? {
+        if let Some(s) = user.get_session_data_mut::<Sess>() {
+            (s.access, s.refresh) = (access, refresh);
+        }
+    }
+    Ok(user.get_session_data::<Sess>().map(|s| s.access.clone()).unwrap_or_default())
 }
 
 /// The hot path: authenticated `GET /tasks` served from the cache.
@@ -224,10 +293,10 @@ pub fn cached_read(shared: &Arc<Shared>) -> Scenario {
     scenario!("cached-read").register_transaction(adopt_account(shared)).register_transaction(transaction(
         shared,
         "list tasks",
-        |_, user| {
+        |sh, user| {
             Box::pin(async move {
-                let t = token(user);
-                send(user, GooseMethod::Get, "/tasks", "GET /tasks", Some(&t), None).await?;
+                let t = token(&sh, user).await?;
+                send(&sh, user, GooseMethod::Get, "/tasks", "/tasks", Some(&t), None).await?;
                 Ok(())
             })
         },
@@ -239,30 +308,31 @@ pub fn miss_and_write(shared: &Arc<Shared>) -> Scenario {
     scenario!("miss-and-write").register_transaction(adopt_account(shared)).register_transaction(transaction(
         shared,
         "write cycle",
-        |_, user| {
+        |sh, user| {
             Box::pin(async move {
-                let t = token(user);
+                let t = token(&sh, user).await?;
                 let r =
-                    send(user, GooseMethod::Post, "/tasks", "POST /tasks", Some(&t), Some(json!({"title": "load"})))
+                    send(&sh, user, GooseMethod::Post, "/tasks", "/tasks", Some(&t), Some(json!({"title": "load"})))
                         .await?;
                 let id = match r.response {
                     Ok(resp) => resp.json::<serde_json::Value>().await.ok().and_then(|v| v["id"].as_i64()),
                     Err(_) => None,
                 };
-                send(user, GooseMethod::Get, "/tasks", "GET /tasks (after write)", Some(&t), None).await?;
+                send(&sh, user, GooseMethod::Get, "/tasks", "/tasks (after write)", Some(&t), None).await?;
                 if let Some(id) = id {
                     let path = format!("/tasks/{id}");
                     send(
+                        &sh,
                         user,
                         GooseMethod::Patch,
                         &path,
-                        "PATCH /tasks/{id}",
+                        "/tasks/{id}",
                         Some(&t),
                         Some(json!({"isCompleted": true})),
                     )
                     .await?;
-                    send(user, GooseMethod::Get, "/tasks", "GET /tasks (after write)", Some(&t), None).await?;
-                    send(user, GooseMethod::Delete, &path, "DELETE /tasks/{id}", Some(&t), None).await?;
+                    send(&sh, user, GooseMethod::Get, "/tasks", "/tasks (after write)", Some(&t), None).await?;
+                    send(&sh, user, GooseMethod::Delete, &path, "/tasks/{id}", Some(&t), None).await?;
                 }
                 Ok(())
             })
@@ -279,7 +349,7 @@ pub fn login_scenario(shared: &Arc<Shared>) -> Scenario {
             Box::pin(async move {
                 let i = user.get_session_data::<Sess>().map(|s| s.account).unwrap_or(0);
                 let email = sh.accounts[i].email.clone();
-                login(user, &email).await?;
+                login(&sh, user, &email).await?;
                 Ok(())
             })
         },
@@ -295,10 +365,11 @@ pub fn refresh(shared: &Arc<Shared>) -> Scenario {
             Box::pin(async move {
                 let rt = user.get_session_data::<Sess>().map(|s| s.refresh.clone()).unwrap_or_default();
                 let r = send(
+                    &sh,
                     user,
                     GooseMethod::Post,
                     "/auth/refresh",
-                    "POST /auth/refresh",
+                    "/auth/refresh",
                     None,
                     Some(json!({"refresh_token": rt})),
                 )
@@ -316,7 +387,7 @@ pub fn refresh(shared: &Arc<Shared>) -> Scenario {
                     None => {
                         let i = user.get_session_data::<Sess>().map(|s| s.account).unwrap_or(0);
                         let email = sh.accounts[i].email.clone();
-                        login(user, &email).await?.map(|(_, r)| r)
+                        login(&sh, user, &email).await?.map(|(_, r)| r)
                     }
                 };
                 if let (Some(n), Some(s)) = (next, user.get_session_data_mut::<Sess>()) {
@@ -361,7 +432,7 @@ async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult
         let sent = Instant::now();
         let email = sh.victims[i].email.clone();
         let body = json!({"email": email, "password": PASSWORD});
-        let mut r = send(user, GooseMethod::Post, "/auth/login", "POST /auth/login (victim)", None, Some(body)).await?;
+        let mut r = send(&sh, user, GooseMethod::Post, "/auth/login", "/auth/login (victim)", None, Some(body)).await?;
         match status(&r) {
             200 => {
                 let v: serde_json::Value = match r.response {
@@ -382,7 +453,7 @@ async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult
         return Ok(());
     };
     let sent = Instant::now();
-    let mut r = send(user, GooseMethod::Get, "/tasks", "GET /tasks (victim)", Some(&token), None).await?;
+    let mut r = send(&sh, user, GooseMethod::Get, "/tasks", "/tasks (victim)", Some(&token), None).await?;
     match status(&r) {
         200 => {
             // Forbidden: sent after the ban answered, and either the user is
@@ -415,9 +486,9 @@ async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult
 
 /// A probe of the load generator's own ceiling: the cheapest route.
 pub fn healthz(shared: &Arc<Shared>) -> Scenario {
-    scenario!("healthz").register_transaction(transaction(shared, "healthz", |_, user| {
+    scenario!("healthz").register_transaction(transaction(shared, "healthz", |sh, user| {
         Box::pin(async move {
-            send(user, GooseMethod::Get, "/healthz", "GET /healthz", None, None).await?;
+            send(&sh, user, GooseMethod::Get, "/healthz", "/healthz", None, None).await?;
             Ok(())
         })
     }))

@@ -28,6 +28,22 @@ pub fn email(kind: &str, i: usize) -> String {
     format!("loadtest-{kind}-{i}@tollgate-loadtest.example")
 }
 
+/// Whether an access token expires within a tenth of its lifetime (at
+/// least 5 s): time to renew it. An unreadable token counts as expiring.
+pub fn expires_soon(token: &str) -> bool {
+    use base64::Engine as _;
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    let Some((iat, exp)) = claims.and_then(|c| Some((c["iat"].as_i64()?, c["exp"].as_i64()?))) else {
+        return !token.is_empty();
+    };
+    let now = chrono::Utc::now().timestamp();
+    exp - now <= ((exp - iat) / 10).max(5)
+}
+
 /// An API client for set-up.
 pub fn client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?)

@@ -2,9 +2,83 @@
 //! and per request name, a table on stdout, `compare` (baseline vs current)
 //! and `merge` (summaries of several generator processes).
 
+use base64::Engine as _;
 use goose::metrics::GooseMetrics;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::time::Duration;
+
+/// A latency histogram: HDR, microseconds from 1 µs to 1 h, 3 significant
+/// digits. Summaries carry it (V2, deflated, base64: a few hundred bytes),
+/// so percentiles of merged runs are exact, not the worst part's.
+#[derive(Clone, Debug)]
+pub struct Hist(Histogram<u64>);
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Hist {
+    /// Empty.
+    pub fn new() -> Self {
+        // Bounds and precision are constants within what HDR allows.
+        Self(Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|e| panic!("histogram bounds: {e}")))
+    }
+    /// Records one latency (saturating at the upper bound).
+    pub fn record(&mut self, took: Duration) {
+        self.0.saturating_record((took.as_micros() as u64).max(1));
+    }
+    /// Adds another histogram's counts.
+    pub fn add(&mut self, other: &Hist) {
+        // Same bounds on both sides: cannot fail.
+        let _ = self.0.add(&other.0);
+    }
+    /// How many values.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn ms_at(&self, q: f64) -> f64 {
+        if self.0.is_empty() { 0.0 } else { self.0.value_at_quantile(q) as f64 / 1000.0 }
+    }
+    /// The row of `name`: counts, rate over `secs`, percentiles, the
+    /// histogram itself.
+    pub fn stats(&self, name: &str, failures: u64, secs: f64) -> RequestStats {
+        RequestStats {
+            name: name.to_owned(),
+            requests: self.len(),
+            failures,
+            rps: self.len() as f64 / secs.max(0.001),
+            p50_ms: self.ms_at(0.5),
+            p90_ms: self.ms_at(0.9),
+            p99_ms: self.ms_at(0.99),
+            max_ms: if self.0.is_empty() { 0.0 } else { self.0.max() as f64 / 1000.0 },
+            hdr: Some(self.encode()),
+        }
+    }
+    /// V2 deflate, base64.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        let _ = V2DeflateSerializer::new().serialize(&self.0, &mut out);
+        base64::engine::general_purpose::STANDARD.encode(out)
+    }
+    /// From [`Hist::encode`]'s text.
+    pub fn decode(text: &str) -> anyhow::Result<Self> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text)?;
+        let h: Histogram<u64> = Deserializer::new().deserialize(&mut bytes.as_slice())?;
+        let mut out = Self::new();
+        out.0.add(&h).map_err(|e| anyhow::anyhow!("histogram: {e:?}"))?;
+        Ok(out)
+    }
+}
 
 /// A result within this share of the generator's own ceiling is marked
 /// client-bound: it measures the load generator, not the server.
@@ -30,6 +104,18 @@ pub struct RequestStats {
     pub p99_ms: f64,
     /// Slowest.
     pub max_ms: f64,
+    /// The latency histogram ([`Hist::encode`]), for exact merging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hdr: Option<String>,
+}
+
+/// One run of a scenario repeated with `--repeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunPoint {
+    /// All requests per second.
+    pub rps: f64,
+    /// p99 of all requests, ms.
+    pub p99_ms: f64,
 }
 
 /// What the revocation scenario measured.
@@ -72,6 +158,18 @@ pub struct ScenarioSummary {
     /// Revocation scenario only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revocation: Option<RevocationStats>,
+    /// Open-model runs: the steps and the knee.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<crate::open::OpenStats>,
+    /// goose's thresholds that failed (judged on this scenario only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds_failed: Vec<String>,
+    /// Why the scenario could not run, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Each run of `--repeat N` (the top-level numbers are their medians).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<RunPoint>,
 }
 
 /// A whole invocation.
@@ -87,6 +185,9 @@ pub struct Summary {
     pub started_at: String,
     /// Per scenario, in run order.
     pub scenarios: Vec<ScenarioSummary>,
+    /// `--generator I/N` of the process that wrote it (merged: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<(usize, usize)>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -108,25 +209,39 @@ fn measured_seconds(m: &GooseMetrics) -> f64 {
     }
 }
 
-/// Summarises goose's metrics of one scenario.
-pub fn from_goose(scenario: &str, m: &GooseMetrics) -> ScenarioSummary {
+/// Summarises goose's metrics of one scenario. Counts and failures are
+/// goose's; latencies come from `hists` (the harness's own timing of each
+/// request, by `METHOD NAME`) where present, else goose's.
+pub fn from_goose(scenario: &str, m: &GooseMetrics, hists: &HashMap<String, Hist>) -> ScenarioSummary {
     let secs = measured_seconds(m).max(0.001);
     let mut by_request: Vec<RequestStats> = m
         .requests
         .values()
         .map(|r| {
-            let t = &r.raw_data;
+            let name = format!("{} {}", r.method, r.path);
             let requests = (r.success_count + r.fail_count) as u64;
-            RequestStats {
-                name: r.path.clone(),
-                requests,
-                failures: r.fail_count as u64,
-                rps: requests as f64 / secs,
-                p50_ms: ms(t.percentile_us(0.5)),
-                p90_ms: ms(t.percentile_us(0.9)),
-                p99_ms: ms(t.percentile_us(0.99)),
-                max_ms: ms(t.maximum_time_us),
-            }
+            let mut row = match hists.get(&name) {
+                Some(h) => h.stats(&name, r.fail_count as u64, secs),
+                None => {
+                    let t = &r.raw_data;
+                    RequestStats {
+                        name: name.clone(),
+                        requests,
+                        failures: r.fail_count as u64,
+                        rps: 0.0,
+                        p50_ms: ms(t.percentile_us(0.5)),
+                        p90_ms: ms(t.percentile_us(0.9)),
+                        p99_ms: ms(t.percentile_us(0.99)),
+                        max_ms: ms(t.maximum_time_us),
+                        hdr: None,
+                    }
+                }
+            };
+            // goose's counts cover the measured period only (it resets its
+            // metrics once every user runs); rates follow them.
+            row.requests = requests;
+            row.rps = requests as f64 / secs;
+            row
         })
         .collect();
     by_request.sort_by(|a, b| a.name.cmp(&b.name));
@@ -143,6 +258,57 @@ pub fn from_goose(scenario: &str, m: &GooseMetrics) -> ScenarioSummary {
         client_bound: false,
         by_request,
         revocation: None,
+        open: None,
+        thresholds_failed: Vec::new(),
+        error: None,
+        runs: Vec::new(),
+    }
+}
+
+/// The median run of several (by req/s), with every run's numbers kept in
+/// `runs` so `compare` can tell a change from run-to-run noise.
+pub fn median_of(mut runs: Vec<ScenarioSummary>) -> ScenarioSummary {
+    if runs.len() == 1 {
+        return runs.remove(0);
+    }
+    let points: Vec<RunPoint> = runs
+        .iter()
+        .map(|r| RunPoint { rps: r.rps, p99_ms: r.by_request.iter().map(|q| q.p99_ms).fold(0.0, f64::max) })
+        .collect();
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median.runs = points;
+    median
+}
+
+/// The spread of a repeated scenario: (min, max) of req/s and of p99.
+pub fn spread(runs: &[RunPoint]) -> Option<((f64, f64), (f64, f64))> {
+    let first = runs.first()?;
+    let mut out = ((first.rps, first.rps), (first.p99_ms, first.p99_ms));
+    for r in runs {
+        out.0 = (out.0.0.min(r.rps), out.0.1.max(r.rps));
+        out.1 = (out.1.0.min(r.p99_ms), out.1.1.max(r.p99_ms));
+    }
+    Some(out)
+}
+
+/// A scenario that could not run: its name and why.
+pub fn failed(scenario: &str, error: String) -> ScenarioSummary {
+    ScenarioSummary {
+        scenario: scenario.to_owned(),
+        users: 0,
+        duration_s: 0.0,
+        requests: 0,
+        failures: 0,
+        rps: 0.0,
+        ceiling_rps: None,
+        client_bound: false,
+        by_request: Vec::new(),
+        revocation: None,
+        open: None,
+        thresholds_failed: Vec::new(),
+        error: Some(error),
+        runs: Vec::new(),
     }
 }
 
@@ -182,6 +348,57 @@ pub fn table(s: &Summary) -> String {
             "{:<15} {:<26} {:>9} {:>6} {:>10.1} {:>8} {:>8} {:>8} {:>8}  {note}",
             sc.scenario, "= all", sc.requests, sc.failures, sc.rps, "", "", "", ""
         );
+        if let Some(e) = &sc.error {
+            let _ = writeln!(out, "{:<15} COULD NOT RUN: {e}", sc.scenario);
+        }
+        for t in &sc.thresholds_failed {
+            let _ = writeln!(out, "{:<15} THRESHOLD FAILED: {t}", sc.scenario);
+        }
+        if let Some((rps, p99)) = spread(&sc.runs) {
+            let _ = writeln!(
+                out,
+                "{:<15} {} runs: req/s {:.1}..{:.1}, p99 {:.2}..{:.2} ms (the median run is shown)",
+                sc.scenario,
+                sc.runs.len(),
+                rps.0,
+                rps.1,
+                p99.0,
+                p99.1
+            );
+        }
+        if let Some(o) = &sc.open {
+            let _ = writeln!(
+                out,
+                "{:<15} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  (open model: latency from the due time)",
+                sc.scenario, "target/s", "achieved/s", "errors", "dropped", "late", "p50 ms", "p99 ms"
+            );
+            for st in &o.steps {
+                let mark = match (st.generator_bound, st.within_limits) {
+                    (true, _) => "GENERATOR-BOUND: the generator did not keep the schedule",
+                    (false, true) => "within limits",
+                    (false, false) => "beyond limits",
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<15} {:>10.0} {:>10.1} {:>8} {:>8} {:>8} {:>8.2} {:>8.2}  {mark}",
+                    sc.scenario,
+                    st.target_rps,
+                    st.achieved_rps,
+                    st.errors,
+                    st.dropped,
+                    st.late,
+                    st.latency.p50_ms,
+                    st.latency.p99_ms
+                );
+            }
+            let knee =
+                o.knee_rps.map_or("none (the first step is beyond the limits)".to_owned(), |k| format!("{k:.0} req/s"));
+            let _ = writeln!(
+                out,
+                "{:<15} knee: {knee} (limits: p99 <= {} ms, errors <= {}%)",
+                sc.scenario, o.knee_p99_ms, o.knee_max_error_pct
+            );
+        }
         if let Some(rv) = &sc.revocation {
             let _ = writeln!(
                 out,
@@ -266,13 +483,39 @@ fn pct(base: f64, cur: f64) -> f64 {
     if base == 0.0 { 0.0 } else { (cur - base) / base * 100.0 }
 }
 
+/// Adds `part`'s row to `into`. With both histograms the percentiles are
+/// recomputed from their sum (exact); without, the worst part's are kept
+/// (an upper bound) and the row loses its histogram.
+pub fn merge_row(into: &mut RequestStats, part: &RequestStats) {
+    let (requests, failures, rps) = (into.requests + part.requests, into.failures + part.failures, into.rps + part.rps);
+    let exact = match (into.hdr.as_deref().map(Hist::decode), part.hdr.as_deref().map(Hist::decode)) {
+        (Some(Ok(mut a)), Some(Ok(b))) => {
+            a.add(&b);
+            Some(a)
+        }
+        _ => None,
+    };
+    match exact {
+        Some(h) => *into = h.stats(&into.name, failures, 1.0),
+        None => {
+            into.p50_ms = into.p50_ms.max(part.p50_ms);
+            into.p90_ms = into.p90_ms.max(part.p90_ms);
+            into.p99_ms = into.p99_ms.max(part.p99_ms);
+            into.max_ms = into.max_ms.max(part.max_ms);
+            into.hdr = None;
+        }
+    }
+    (into.requests, into.failures, into.rps) = (requests, failures, rps);
+}
+
 /// Merges summaries of generator processes that ran at the same time against
-/// one target: requests and req/s add up; percentiles take the worst of the
-/// parts (exact merging needs the histograms; the worst part is an upper
-/// bound).
+/// one target: requests and req/s add up, and percentiles come from the sum
+/// of their histograms (exact; see [`merge_row`] for parts without one).
+/// Open-model steps merge step by step and are judged again.
 pub fn merge(parts: &[Summary]) -> anyhow::Result<Summary> {
     let first = parts.first().ok_or_else(|| anyhow::anyhow!("merge needs at least one summary"))?;
     let mut out = first.clone();
+    out.generator = None;
     for p in &parts[1..] {
         for ps in &p.scenarios {
             let Some(os) = out.scenarios.iter_mut().find(|s| s.scenario == ps.scenario) else {
@@ -287,19 +530,30 @@ pub fn merge(parts: &[Summary]) -> anyhow::Result<Summary> {
                 (Some(a), Some(b)) => Some(a + b),
                 _ => None,
             };
+            os.thresholds_failed.extend(ps.thresholds_failed.iter().cloned());
+            if os.error.is_none() {
+                os.error.clone_from(&ps.error);
+            }
             for pr in &ps.by_request {
                 match os.by_request.iter_mut().find(|r| r.name == pr.name) {
                     None => os.by_request.push(pr.clone()),
-                    Some(or) => {
-                        or.requests += pr.requests;
-                        or.failures += pr.failures;
-                        or.rps += pr.rps;
-                        or.p50_ms = or.p50_ms.max(pr.p50_ms);
-                        or.p90_ms = or.p90_ms.max(pr.p90_ms);
-                        or.p99_ms = or.p99_ms.max(pr.p99_ms);
-                        or.max_ms = or.max_ms.max(pr.max_ms);
-                    }
+                    Some(or) => merge_row(or, pr),
                 }
+            }
+            if let (Some(oo), Some(po)) = (&mut os.open, &ps.open) {
+                for (a, b) in oo.steps.iter_mut().zip(&po.steps) {
+                    a.target_rps += b.target_rps;
+                    a.due += b.due;
+                    a.completed += b.completed;
+                    a.errors += b.errors;
+                    a.dropped += b.dropped;
+                    a.late += b.late;
+                    a.achieved_rps += b.achieved_rps;
+                    merge_row(&mut a.latency, &b.latency);
+                }
+                let given = oo.limits_given;
+                *oo = crate::open::OpenStats::judge(oo.steps.clone(), oo.knee_p99_ms, oo.knee_max_error_pct);
+                oo.limits_given = given;
             }
             let ceiling = os.ceiling_rps;
             *os = os.clone().with_ceiling(ceiling);
@@ -336,9 +590,15 @@ mod tests {
                     p90_ms: p99 / 2.0,
                     p99_ms: p99,
                     max_ms: p99 * 2.0,
+                    hdr: None,
                 }],
                 revocation: None,
+                open: None,
+                thresholds_failed: Vec::new(),
+                error: None,
+                runs: Vec::new(),
             }],
+            generator: None,
         }
     }
 
@@ -371,6 +631,28 @@ mod tests {
         let sc = summary(9000.0, 1.0).scenarios.remove(0);
         assert!(sc.clone().with_ceiling(Some(10_000.0)).client_bound);
         assert!(!sc.with_ceiling(Some(20_000.0)).client_bound);
+    }
+
+    #[test]
+    fn merged_histograms_give_the_true_percentiles() {
+        // Two generators: one saw 1 ms for 990 requests, the other 100 ms
+        // for 10. Together, 1% are slow: p99 is 1 ms, p99.5 would be 100.
+        let rows = |n: u64, ms: u64| {
+            let mut h = Hist::new();
+            for _ in 0..n {
+                h.record(Duration::from_millis(ms));
+            }
+            h.stats("GET /tasks", 0, 10.0)
+        };
+        let (fast, slow) = (rows(990, 1), rows(10, 100));
+        assert!((slow.p99_ms - 100.0).abs() < 0.5, "the slow part alone: p99 {}", slow.p99_ms);
+        let mut merged = fast.clone();
+        merge_row(&mut merged, &slow);
+        assert_eq!(merged.requests, 1000);
+        assert!((merged.p99_ms - 1.0).abs() < 0.01, "exact p99 of the sum: {}", merged.p99_ms);
+        assert!((merged.max_ms - 100.0).abs() < 0.5);
+        let decoded = Hist::decode(merged.hdr.as_deref().expect("hdr")).expect("decodes");
+        assert_eq!(decoded.len(), 1000);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! request accepted after a ban.
 
 use std::time::Duration;
-use tollgate_loadtest::{RunOptions, run, scenarios, verdict};
+use tollgate_loadtest::{RunOptions, Verdict, goose_config, run, scenarios, verdict};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_runs_clean_against_the_embedded_server() {
@@ -21,12 +21,12 @@ async fn every_scenario_runs_clean_against_the_embedded_server() {
         victims: 2,
         ban_hold: Duration::from_millis(150),
         calibrate_secs: 1,
-        goose_args: ["--users", "4", "--increase-rate", "4", "--run-time", "3"].map(String::from).to_vec(),
+        goose: goose_config(&["--users", "4", "--increase-rate", "4", "--run-time", "3"]).expect("goose options"),
         server_threads: 2,
         ..RunOptions::default()
     };
     let summary = run(opts).await.expect("the run completes");
-    assert_eq!(verdict(&summary), None, "{}", tollgate_loadtest::summary::table(&summary));
+    assert_eq!(verdict(&summary), Verdict::Passed, "{}", tollgate_loadtest::summary::table(&summary));
     let names: Vec<&str> = summary.scenarios.iter().map(|s| s.scenario.as_str()).collect();
     let mut expected = vec!["healthz"];
     expected.extend(scenarios::names());
