@@ -307,29 +307,31 @@ pub async fn bootstrap_admin(st: &AppState) -> anyhow::Result<()> {
     }
     let canonical = email::canonical(address);
     let password = password.expose().to_owned();
-    let existing = st.db.user_for_login(&canonical).await?;
-    let id = match existing {
-        None => {
-            let hash = st.passwords.hash(password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Instances starting together race here: whoever loses the insert
+    // finds the winner's account on the next look-up and checks it.
+    let mut tries = 0;
+    let id = loop {
+        tries += 1;
+        let Some(u) = st.db.user_for_login(&canonical).await? else {
+            let hash = st.passwords.hash(password.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?;
             match st.db.insert_user(address, &canonical, &hash, Role::Admin).await? {
-                Some(u) => u.id,
-                None => anyhow::bail!("ADMIN_EMAIL was registered concurrently; restart to apply the bootstrap"),
+                Some(u) => break u.id,
+                None if tries < 3 => continue,
+                None => anyhow::bail!("ADMIN_EMAIL keeps being registered and removed concurrently"),
             }
+        };
+        let same_password = st.passwords.verify(Some(u.password_hash.clone()), password.clone()).await?;
+        if u.role != Role::Admin || !u.status.is_active() || !same_password {
+            let hash = if same_password {
+                u.password_hash
+            } else {
+                st.passwords.hash(password.clone()).await.map_err(|e| anyhow::anyhow!("{e}"))?
+            };
+            let min = st.db.reset_admin(u.id, &hash).await?.ok_or_else(|| anyhow::anyhow!("admin vanished"))?;
+            st.revocation.not_before_moved(u.id, min, true).await;
+            tracing::warn!(target: "audit", event = "admin_bootstrap", user_id = u.id, "existing account changed; its sessions ended");
         }
-        Some(u) => {
-            let same_password = st.passwords.verify(Some(u.password_hash.clone()), password.clone()).await?;
-            if u.role != Role::Admin || !u.status.is_active() || !same_password {
-                let hash = if same_password {
-                    u.password_hash
-                } else {
-                    st.passwords.hash(password).await.map_err(|e| anyhow::anyhow!("{e}"))?
-                };
-                let min = st.db.reset_admin(u.id, &hash).await?.ok_or_else(|| anyhow::anyhow!("admin vanished"))?;
-                st.revocation.not_before_moved(u.id, min, true).await;
-                tracing::warn!(target: "audit", event = "admin_bootstrap", user_id = u.id, "existing account changed; its sessions ended");
-            }
-            u.id
-        }
+        break u.id;
     };
     tracing::info!(target: "audit", event = "admin_bootstrap", user_id = id);
     Ok(())
