@@ -452,17 +452,39 @@ pub fn compare(base: &Summary, cur: &Summary, limits: Limits) -> (String, bool) 
             };
             let rps_change = pct(br.rps, cr.rps);
             let p99_change = pct(br.p99_ms, cr.p99_ms);
+            // With --repeat on both sides, a change that stays within the
+            // baseline's run-to-run spread is noise, not a regression.
+            let base_spread = (bs.runs.len() >= 2 && cs.runs.len() >= 2).then(|| spread(&bs.runs)).flatten();
+            let (rps_noise, p99_noise) = match base_spread {
+                Some(((rps_lo, _), (_, p99_hi))) => {
+                    (cs.rps >= rps_lo, cs.runs.iter().map(|r| r.p99_ms).fold(f64::MAX, f64::min) <= p99_hi)
+                }
+                None => (false, false),
+            };
             let mut why = Vec::new();
+            let mut notes = Vec::new();
             if rps_change < -limits.max_rps_drop_pct {
-                why.push(format!("req/s dropped more than {}%", limits.max_rps_drop_pct));
+                if rps_noise {
+                    notes.push("req/s drop within the baseline's spread");
+                } else {
+                    why.push(format!("req/s dropped more than {}%", limits.max_rps_drop_pct));
+                }
             }
             if p99_change > limits.max_p99_rise_pct {
-                why.push(format!("p99 rose more than {}%", limits.max_p99_rise_pct));
+                if p99_noise {
+                    notes.push("p99 rise within the baseline's spread");
+                } else {
+                    why.push(format!("p99 rose more than {}%", limits.max_p99_rise_pct));
+                }
             }
             if cr.failures > 0 && br.failures == 0 {
                 why.push(format!("{} failures", cr.failures));
             }
-            let verdict = if why.is_empty() { "ok".to_owned() } else { format!("REGRESSION: {}", why.join(", ")) };
+            let verdict = match (why.is_empty(), notes.is_empty()) {
+                (false, _) => format!("REGRESSION: {}", why.join(", ")),
+                (true, true) => "ok".to_owned(),
+                (true, false) => format!("ok ({})", notes.join(", ")),
+            };
             ok &= why.is_empty();
             let _ = writeln!(
                 out,
@@ -624,6 +646,22 @@ mod tests {
         assert!(!ok);
         let lenient = Limits { max_rps_drop_pct: 10.0, max_p99_rise_pct: 30.0 };
         assert!(compare(&summary(1000.0, 5.0), &summary(1000.0, 6.0), lenient).1);
+    }
+
+    #[test]
+    fn a_change_within_the_baselines_spread_is_noise() {
+        let with_runs = |rps: f64, p99: f64, spread: &[(f64, f64)]| {
+            let mut s = summary(rps, p99);
+            s.scenarios[0].runs = spread.iter().map(|&(rps, p99_ms)| RunPoint { rps, p99_ms }).collect();
+            s
+        };
+        let base = with_runs(1000.0, 5.0, &[(900.0, 4.0), (1000.0, 5.0), (1100.0, 7.0)]);
+        let (table, ok) =
+            compare(&base, &with_runs(1000.0, 6.0, &[(950.0, 6.0), (1000.0, 6.0), (1050.0, 6.5)]), Limits::default());
+        assert!(ok && table.contains("within the baseline's spread"), "{table}");
+        let (_, ok) =
+            compare(&base, &with_runs(1000.0, 9.0, &[(990.0, 8.5), (1000.0, 9.0), (1010.0, 9.5)]), Limits::default());
+        assert!(!ok, "every current run is slower than the slowest baseline run");
     }
 
     #[test]
