@@ -62,6 +62,7 @@ impl Hist {
             p99_ms: self.ms_at(0.99),
             max_ms: if self.0.is_empty() { 0.0 } else { self.0.max() as f64 / 1000.0 },
             hdr: Some(self.encode()),
+            co_p99_ms: None,
         }
     }
     /// V2 deflate, base64.
@@ -107,6 +108,10 @@ pub struct RequestStats {
     /// The latency histogram ([`Hist::encode`]), for exact merging.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hdr: Option<String>,
+    /// goose's p99 corrected for coordinated omission, with
+    /// `--co-mitigation` (ms). The open model measures it directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub co_p99_ms: Option<f64>,
 }
 
 /// One run of a scenario repeated with `--repeat`.
@@ -234,11 +239,13 @@ pub fn from_goose(scenario: &str, m: &GooseMetrics, hists: &HashMap<String, Hist
                         p99_ms: ms(t.percentile_us(0.99)),
                         max_ms: ms(t.maximum_time_us),
                         hdr: None,
+                        co_p99_ms: None,
                     }
                 }
             };
             // goose's counts cover the measured period only (it resets its
             // metrics once every user runs); rates follow them.
+            row.co_p99_ms = r.coordinated_omission_data.as_ref().map(|c| ms(c.percentile_us(0.99)));
             row.requests = requests;
             row.rps = requests as f64 / secs;
             row
@@ -337,9 +344,11 @@ pub fn table(s: &Summary) -> String {
             _ => String::new(),
         };
         for r in &sc.by_request {
+            let co =
+                r.co_p99_ms.map(|c| format!("  p99 corrected for coordinated omission {c:.2} ms")).unwrap_or_default();
             let _ = writeln!(
                 out,
-                "{:<15} {:<26} {:>9} {:>6} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+                "{:<15} {:<26} {:>9} {:>6} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}{co}",
                 sc.scenario, r.name, r.requests, r.failures, r.rps, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
             );
         }
@@ -613,6 +622,7 @@ mod tests {
                     p99_ms: p99,
                     max_ms: p99 * 2.0,
                     hdr: None,
+                    co_p99_ms: None,
                 }],
                 revocation: None,
                 open: None,

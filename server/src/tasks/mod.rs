@@ -43,7 +43,9 @@ pub async fn list(st: &AppState, caller: Caller, query: Option<&str>) -> Result<
         Lookup::Hit(body) => Ok(json_bytes(StatusCode::OK, body)),
         Lookup::Miss(fill) => {
             let load = async { encode(&st.db.list_tasks(Some(uid), &q).await?) };
-            let body = st.cache.load(uid, &shape, fill, load).await?;
+            // Boxed: the miss path's future (PostgreSQL, single flight, the
+            // fill) is ~7 KB; inline, every hit would carry and move it.
+            let body = Box::pin(st.cache.load(uid, &shape, fill, load)).await?;
             Ok(json_bytes(StatusCode::OK, body))
         }
     }
