@@ -13,9 +13,10 @@
 //!
 //! A step whose sends were late more than [`LATE_LIMIT`] of the time is
 //! marked *generator-bound*: the numbers then describe the generator. A
-//! staircase (`--rate-steps`) reports its *knee*: the highest step, counting
-//! up, whose p99 and error rate stay within the limits and that the
-//! generator kept.
+//! staircase (`--rate-steps`) reports its *knee*: counting up to the first
+//! step whose p99 or error rate is beyond the limits, the highest step the
+//! generator kept. Before the first step the client opens its connections
+//! (a warm-up burst, not measured), so the first step does not pay for them.
 
 use crate::scenarios::Shared;
 use crate::summary::{Hist, RequestStats};
@@ -144,9 +145,12 @@ impl OpenStats {
         for s in &mut steps {
             let err_pct = if s.due == 0 { 0.0 } else { s.errors as f64 * 100.0 / s.due as f64 };
             s.generator_bound = s.due > 0 && s.late as f64 > LATE_LIMIT * s.due as f64;
-            s.within_limits = !s.generator_bound && s.latency.p99_ms <= p99_ms && err_pct <= max_error_pct;
+            s.within_limits = s.latency.p99_ms <= p99_ms && err_pct <= max_error_pct;
         }
-        let knee_rps = steps.iter().take_while(|s| s.within_limits).last().map(|s| s.target_rps);
+        // Counting up to the first step beyond the limits; a step the
+        // generator did not keep is reported but is no knee itself.
+        let knee_rps =
+            steps.iter().take_while(|s| s.within_limits).filter(|s| !s.generator_bound).last().map(|s| s.target_rps);
         Self { steps, knee_rps, knee_p99_ms: p99_ms, knee_max_error_pct: max_error_pct, limits_given: false }
     }
 }
@@ -196,6 +200,10 @@ pub async fn run(
         .tcp_nodelay(true)
         .build()?;
     let slots = Arc::new(Semaphore::new(opts.max_in_flight));
+    // Warm-up, not measured: open connections as the first step will need.
+    let warm = opts.max_in_flight.min(64) as u64;
+    let burst: Vec<_> = (0..warm).map(|k| send(&client, base, shared, scenario, k)).collect();
+    futures_util::future::join_all(burst).await;
     let mut total = Hist::new();
     let mut steps = Vec::new();
     let mut k_base = 0u64;
@@ -309,5 +317,11 @@ mod tests {
         assert_eq!(o.knee_rps, Some(100.0), "5% errors is past the limit");
         let o = OpenStats::judge(vec![step(100.0, 2.0, 0, 500)], 50.0, 1.0);
         assert!(o.steps[0].generator_bound && o.knee_rps.is_none(), "a step the generator did not keep is no knee");
+        let o = OpenStats::judge(
+            vec![step(100.0, 2.0, 0, 500), step(200.0, 3.0, 0, 0), step(400.0, 90.0, 0, 0)],
+            50.0,
+            1.0,
+        );
+        assert_eq!(o.knee_rps, Some(200.0), "a generator-bound step below does not end the count");
     }
 }
