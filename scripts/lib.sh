@@ -1,11 +1,15 @@
 # Helpers shared by the scripts in this folder (sourced, not run).
 
-# A loopback port nothing listens on (checked by connecting); random to make
-# clashes between concurrent runs unlikely.
+# A loopback port nothing listens on (checked by connecting), taken below
+# the kernel's ephemeral range: a port in that range can refuse connections
+# and still be unbindable (an outgoing socket or TIME_WAIT holds it), which
+# made a PostgreSQL or Redis start fail after a busy load run.
 free_port() {
-  local p i
+  local p i low=32768
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  [ "$low" -gt 11000 ] || low=32768
   for i in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 40000 ))
+    p=$(( 10000 + RANDOM % (low - 10000) ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   echo "no free port found" >&2
