@@ -316,15 +316,18 @@ async fn set_up(
     Ok((Shared::new(accounts, victims), Some(token)))
 }
 
-/// Runs one scenario (with the ban driver when it bans) and summarises it.
-async fn run_one(
-    base: &str,
-    opts: &RunOptions,
-    shared: &Arc<Shared>,
-    admin_token: Option<&str>,
-    name: &str,
+/// What every scenario of one invocation runs with.
+struct RunCtx<'a> {
+    base: &'a str,
+    opts: &'a RunOptions,
+    shared: &'a Arc<Shared>,
+    admin_token: Option<&'a str>,
     ceiling_rps: Option<f64>,
-) -> anyhow::Result<ScenarioSummary> {
+}
+
+/// Runs one scenario (with the ban driver when it bans) and summarises it.
+async fn run_one(cx: &RunCtx<'_>, name: &str) -> anyhow::Result<ScenarioSummary> {
+    let RunCtx { base, opts, shared, admin_token, ceiling_rps } = *cx;
     eprintln!("loadtest: running {name}");
     if let Some(open) = &opts.open {
         return run_open(base, shared, name, open).await;
@@ -395,30 +398,24 @@ async fn run_open(
     let secs: f64 = o.steps.iter().map(|s| s.secs).sum();
     let errors = stats.steps.iter().map(|s| s.errors).sum();
     let row = total.stats(open::request_name(name), errors, secs);
-    let mut s = summary::failed(name, String::new());
-    s.error = None;
-    s.duration_s = secs;
-    s.requests = row.requests;
-    s.failures = errors;
-    s.rps = row.rps;
-    s.by_request = vec![row];
-    s.open = Some(stats);
-    Ok(s)
+    Ok(ScenarioSummary {
+        scenario: name.to_owned(),
+        duration_s: secs,
+        requests: row.requests,
+        failures: errors,
+        rps: row.rps,
+        by_request: vec![row],
+        open: Some(stats),
+        ..ScenarioSummary::default()
+    })
 }
 
 /// Runs `name` `opts.repeat` times: one run as it is, several as their
 /// medians with each run kept.
-async fn run_repeated(
-    base: &str,
-    opts: &RunOptions,
-    shared: &Arc<Shared>,
-    admin_token: Option<&str>,
-    name: &str,
-    ceiling_rps: Option<f64>,
-) -> ScenarioSummary {
+async fn run_repeated(cx: &RunCtx<'_>, name: &str) -> ScenarioSummary {
     let mut runs = Vec::new();
-    for _ in 0..opts.repeat.max(1) {
-        match run_one(base, opts, shared, admin_token, name, ceiling_rps).await {
+    for _ in 0..cx.opts.repeat.max(1) {
+        match run_one(cx, name).await {
             Ok(s) => runs.push(s),
             Err(e) => return summary::failed(name, format!("{e:#}")),
         }
@@ -446,8 +443,9 @@ async fn run_against(
     };
     let ceiling_rps = ceiling.as_ref().map(|c| c.rps);
     let mut results: Vec<ScenarioSummary> = ceiling.into_iter().collect();
+    let cx = RunCtx { base: &base, opts, shared: &shared, admin_token: admin_token.as_deref(), ceiling_rps };
     for name in names {
-        results.push(run_repeated(&base, opts, &shared, admin_token.as_deref(), name, ceiling_rps).await);
+        results.push(run_repeated(&cx, name).await);
     }
     let generator = (opts.generator.1 > 1).then_some(opts.generator);
     let summary =

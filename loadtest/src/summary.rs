@@ -139,7 +139,7 @@ pub struct RevocationStats {
 }
 
 /// One scenario's result.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ScenarioSummary {
     /// Scenario name.
     pub scenario: String,
@@ -261,14 +261,8 @@ pub fn from_goose(scenario: &str, m: &GooseMetrics, hists: &HashMap<String, Hist
         requests,
         failures,
         rps: requests as f64 / secs,
-        ceiling_rps: None,
-        client_bound: false,
         by_request,
-        revocation: None,
-        open: None,
-        thresholds_failed: Vec::new(),
-        error: None,
-        runs: Vec::new(),
+        ..ScenarioSummary::default()
     }
 }
 
@@ -301,22 +295,7 @@ pub fn spread(runs: &[RunPoint]) -> Option<((f64, f64), (f64, f64))> {
 
 /// A scenario that could not run: its name and why.
 pub fn failed(scenario: &str, error: String) -> ScenarioSummary {
-    ScenarioSummary {
-        scenario: scenario.to_owned(),
-        users: 0,
-        duration_s: 0.0,
-        requests: 0,
-        failures: 0,
-        rps: 0.0,
-        ceiling_rps: None,
-        client_bound: false,
-        by_request: Vec::new(),
-        revocation: None,
-        open: None,
-        thresholds_failed: Vec::new(),
-        error: Some(error),
-        runs: Vec::new(),
-    }
+    ScenarioSummary { scenario: scenario.to_owned(), error: Some(error), ..ScenarioSummary::default() }
 }
 
 impl ScenarioSummary {
