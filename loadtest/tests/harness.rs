@@ -43,7 +43,8 @@ fn options(host: &str, scenario: &str, out: &str, goose: &[&str]) -> RunOptions 
     RunOptions {
         scenarios: vec![scenario.into()],
         host: Some(host.to_owned()),
-        out_dir: std::env::temp_dir().join(format!("tollgate-harness-{}-{out}", std::process::id())),
+        // Inside target/ (cargo gives integration tests this folder).
+        out_dir: std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("harness-{out}")),
         accounts: 4,
         tasks: 5,
         calibrate: false,
