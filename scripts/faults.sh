@@ -38,7 +38,11 @@ fi
 bin=target/$profile
 tmp=$(mktemp -d /tmp/tollgate-faults.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+# A failed run keeps its server and load logs and prints where they are.
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  if [ "${failed:-0}" -eq 0 ]; then rm -rf "$tmp"; else echo "faults: logs kept in $tmp" >&2; fi
+}
 trap cleanup EXIT
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
@@ -74,7 +78,7 @@ scenario_redis() {
   echo "redis: mixed load with banned victims; Redis killed at +5 s, restarted empty at +9 s, FLUSHALL at +13 s"
   local rport; rport=$(free_port)
   start_redis "$rport" "$tmp/redis.log"
-  start_server redis "$rport"
+  start_server redis "$rport" RUST_LOG=info
   start_load redis mixed 20 --mix cached-read=55,miss-and-write=15,refresh=10,login=5,revocation=15
   sleep 5; kill "$redis_pid"
   sleep 4; start_redis "$rport" "$tmp/redis.log"

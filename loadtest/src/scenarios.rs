@@ -67,7 +67,7 @@ struct Sess {
     account: usize,
     access: String,
     refresh: String,
-    /// When the login that gave `access` was sent (revocation scenario).
+    /// When the login that gave `access` answered (revocation scenario).
     obtained: Option<Instant>,
 }
 
@@ -79,7 +79,8 @@ pub struct Shared {
     pub victims: Vec<Account>,
     /// Per victim.
     pub timeline: Vec<Mutex<Timeline>>,
-    /// Requests of banned users accepted after the ban answered.
+    /// Requests the contract forbids that were accepted: a banned user's
+    /// login or call, or a call with a token issued before a re-activation.
     pub accepted_after_ban: AtomicU64,
     /// Time from each ban's answer to the victim's first 401.
     pub ban_to_401: Mutex<Vec<Duration>>,
@@ -102,11 +103,18 @@ pub struct Timeline {
 
 impl Timeline {
     /// Whether a 200 to a request sent at `sent`, with a token whose login
-    /// was sent at `obtained`, breaks the contract: sent after the ban
+    /// answered at `issued`, breaks the contract: sent after the ban
     /// answered, and either the user is still banned (rule 1) or the token
-    /// predates the re-activation (rule 2).
-    pub fn forbids(&self, sent: Instant, obtained: Instant) -> bool {
-        self.ban_answered.is_some_and(|a| sent > a) && self.reactivate_sent.is_none_or(|r| obtained < r)
+    /// was issued before the re-activation (rule 2).
+    ///
+    /// Only what is certain counts. A login *sent* during the ban but
+    /// answered after the re-activation was sent may have created its
+    /// session after the re-activation committed (Argon2 takes longer than
+    /// the gap): that token is legitimately alive. So a token's age is when
+    /// its login answered, and it is known to predate the re-activation
+    /// only if that answer came before the re-activation was sent.
+    pub fn forbids(&self, sent: Instant, issued: Instant) -> bool {
+        self.ban_answered.is_some_and(|a| sent > a) && self.reactivate_sent.is_none_or(|r| issued < r)
     }
 }
 
@@ -433,7 +441,14 @@ async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult
         let email = sh.victims[i].email.clone();
         let body = json!({"email": email, "password": PASSWORD});
         let mut r = send(&sh, user, GooseMethod::Post, "/auth/login", "/auth/login (victim)", None, Some(body)).await?;
+        let answered = Instant::now();
         match status(&r) {
+            // A banned user logged in: sent after the ban answered and
+            // answered before the re-activation was sent.
+            200 if sh.timeline[i].lock().is_ok_and(|tl| tl.forbids(sent, answered)) => {
+                sh.accepted_after_ban.fetch_add(1, Ordering::Relaxed);
+                user.set_failure("login accepted while banned", &mut r.request, None, None)?;
+            }
             200 => {
                 let v: serde_json::Value = match r.response {
                     Ok(resp) => resp.json().await.unwrap_or_default(),
@@ -441,7 +456,7 @@ async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult
                 };
                 if let Some(s) = user.get_session_data_mut::<Sess>() {
                     s.access = v["access_token"].as_str().unwrap_or_default().to_owned();
-                    s.obtained = Some(sent);
+                    s.obtained = Some(answered);
                 }
             }
             403 => {
@@ -566,6 +581,12 @@ mod tests {
         assert!(tl.forbids(at(11), at(20)), "banned: even a newer token must be refused");
         tl.reactivate_sent = Some(at(30));
         assert!(tl.forbids(at(40), at(0)), "an old token revived by re-activation");
+        assert!(tl.forbids(at(40), at(29)), "a login answered before the re-activation was sent");
         assert!(!tl.forbids(at(40), at(35)), "a fresh login after re-activation works");
+        assert!(
+            !tl.forbids(at(40), at(31)),
+            "a login sent during the ban but answered after the re-activation was sent may be new: not counted"
+        );
+        assert!(tl.forbids(at(20), at(25)), "a login answered 200 during the ban (rule 1)");
     }
 }
