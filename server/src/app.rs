@@ -66,13 +66,16 @@ use tokio::sync::oneshot;
 pub struct Pipeline {
     state: Arc<AppState>,
     router: Router,
+    /// `GET /openapi.json`, rendered once.
+    openapi: Bytes,
 }
 
 impl Pipeline {
     /// The pipeline of `state`.
     pub fn new(state: Arc<AppState>) -> Arc<Self> {
         let router = Router::new(&state.metrics);
-        Arc::new(Self { state, router })
+        let openapi = Bytes::from(crate::http::openapi::render());
+        Arc::new(Self { state, router, openapi })
     }
 
     /// The shared state.
@@ -212,6 +215,7 @@ impl Pipeline {
             Route::ListTasks => tasks::list(st, caller()?, query).await,
             Route::Healthz => Ok(ops::healthz()),
             Route::Metrics => Ok(ops::metrics(st)),
+            Route::OpenApi => Ok(crate::http::json_bytes(hyper::StatusCode::OK, self.openapi.clone())),
             Route::Readyz => Box::pin(ops::readyz(st)).await,
             Route::Register => Box::pin(auth::register(st, req())).await,
             Route::Login => Box::pin(auth::login(st, req())).await,

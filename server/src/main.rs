@@ -14,12 +14,13 @@ const EX_USAGE: u8 = 64;
 const HELP: &str = "\
 tollgate: JWT auth with instant revocation in front of a cached task API
 
-USAGE: tollgate [--config FILE] [--print-config] [--settings-table]
+USAGE: tollgate [--config FILE] [--print-config] [--settings-table] [--openapi]
 
   --config FILE     read KEY=VALUE settings from FILE (also: CONFIG_FILE);
                     the environment overrides the file, the file the defaults
   --print-config    print the effective configuration, secrets redacted, and exit
   --settings-table  print the settings as README.md's Markdown table, and exit
+  --openapi         print the OpenAPI 3.1 document (docs/openapi.json), and exit
   --help            this text
 
 SETTINGS (environment variables; defaults in README.md or --settings-table):
@@ -42,6 +43,10 @@ fn main() -> ExitCode {
             }
             "--settings-table" => {
                 print!("{}", config::settings_table());
+                return ExitCode::SUCCESS;
+            }
+            "--openapi" => {
+                print!("{}", tollgate::http::openapi::render());
                 return ExitCode::SUCCESS;
             }
             other => return usage(&format!("unknown argument {other:?}")),

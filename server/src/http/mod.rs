@@ -1,8 +1,10 @@
 //! The HTTP layer: the listener and connection handling (`server`), routing
-//! by method and template (`router`), the error type (`error`), and the
+//! by method and template (`router`), the error type (`error`), the OpenAPI
+//! document of the routes (`openapi`), and the
 //! request and response helpers below that every handler uses.
 
 pub mod error;
+pub mod openapi;
 pub mod router;
 pub mod server;
 

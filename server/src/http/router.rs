@@ -57,6 +57,8 @@ pub enum Route {
     Readyz,
     /// `GET /metrics`
     Metrics,
+    /// `GET /openapi.json`
+    OpenApi,
 }
 
 /// The table: method, template, route, access.
@@ -77,6 +79,7 @@ pub const ROUTES: &[(Method, &str, Route, Access)] = &[
     (Method::GET, "/healthz", Route::Healthz, Access::Public),
     (Method::GET, "/readyz", Route::Readyz, Access::Public),
     (Method::GET, "/metrics", Route::Metrics, Access::Public),
+    (Method::GET, "/openapi.json", Route::OpenApi, Access::Public),
 ];
 
 /// One routed request's entry: what it is and what it needs.

@@ -229,4 +229,40 @@ mod tests {
         let bad: NewTaskBody = serde_json::from_str(r#"{"title":"a","dueDate":"tomorrow"}"#).expect("json");
         assert!(bad.validate().is_err());
     }
+
+    #[test]
+    fn the_openapi_title_pattern_accepts_exactly_what_this_module_accepts() {
+        let pattern = regex::Regex::new(&crate::http::openapi::title_pattern()).expect("the pattern compiles");
+        let x = |n: usize| "x".repeat(n);
+        let samples = [
+            String::new(),
+            " ".into(),
+            "a".into(),
+            " a ".into(),
+            "\u{3000}\u{85}a\u{a0}\u{2028}".into(),
+            "\u{85}".into(),
+            "\u{1c}".into(),
+            "\u{feff}".into(),
+            "\u{200b}".into(),
+            "a\0".into(),
+            "\0".into(),
+            "a\nb".into(),
+            "a\n".into(),
+            x(200),
+            x(201),
+            format!("  {}\t\n", x(200)),
+            format!(" {} ", x(199)),
+            format!("a{}b", " ".repeat(198)),
+            format!("a{}b", " ".repeat(199)),
+            format!("\u{1c}{}", x(199)),
+            format!("\u{1c}{}", x(200)),
+        ];
+        for s in samples {
+            let server = serde_json::from_value::<NewTaskBody>(serde_json::json!({ "title": s }))
+                .expect("a body")
+                .validate()
+                .is_ok();
+            assert_eq!(pattern.is_match(&s), server, "{s:?}");
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Conventions of API.md that every route shares: problem details, 401
-//! challenges, content types, sizes, unknown routes, ops routes, metrics.
+//! challenges, content types, sizes, unknown routes, ops routes, metrics,
+//! the OpenAPI document.
 
 use crate::helpers::*;
 use serde_json::{Value, json};
@@ -259,4 +260,41 @@ async fn signed_tokens_with_bad_headers_or_claims_are_refused() {
         assert_eq!(r.status(), 401, "{what}");
         assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"invalid_token\"", "{what}");
     }
+}
+
+/// The OpenAPI document is public, JSON, 3.1, and lists every route of the
+/// contract (the unit tests in `http::openapi` tie it to the route table).
+#[tokio::test]
+async fn openapi_json_is_served_and_covers_the_contract() {
+    let app = spawn_app().await;
+    let r = reqwest::get(app.at("/openapi.json")).await.expect("request");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let doc: Value = r.json().await.expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let routes = [
+        ("post", "/auth/register"),
+        ("post", "/auth/login"),
+        ("post", "/auth/refresh"),
+        ("post", "/auth/logout"),
+        ("post", "/auth/logout-all"),
+        ("get", "/me"),
+        ("get", "/tasks"),
+        ("post", "/tasks"),
+        ("get", "/tasks/{id}"),
+        ("patch", "/tasks/{id}"),
+        ("delete", "/tasks/{id}"),
+        ("get", "/admin/tasks"),
+        ("patch", "/admin/users/{id}/status"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/openapi.json"),
+    ];
+    for (method, path) in routes {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is documented");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearerAuth"]["scheme"], "bearer");
+    let head = app.client.head(app.at("/openapi.json")).send().await.expect("request");
+    assert_eq!(head.status(), 200);
 }
