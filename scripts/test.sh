@@ -2,7 +2,8 @@
 # The test command (README, .ci/run): installs PostgreSQL and Redis when
 # missing, starts throwaway instances on free ports, runs every test of the
 # workspace against them, then the dashboards test against a live Prometheus
-# (installed when missing), then the fault scenarios under load
+# (installed when missing), then the server against its OpenAPI document
+# (scripts/schemathesis.sh), then the fault scenarios under load
 # (scripts/faults.sh, debug builds), the supply-chain checks (scripts/deny.sh),
 # then 10 s of each fuzz target (scripts/fuzz.sh), and stops everything
 # whatever the outcome.
@@ -11,6 +12,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exec scripts/with-services.sh bash -c \
-  'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh && PROFILE=debug scripts/faults.sh all \
+  'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh && scripts/schemathesis.sh && PROFILE=debug scripts/faults.sh all \
    && scripts/deny.sh && scripts/fuzz.sh 10' \
   test.sh "$@"

@@ -596,13 +596,16 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_table_is_the_declared_settings() {
-        let readme = include_str!("../../README.md");
-        assert!(
-            readme.contains(&settings_table()),
-            "README.md's settings table differs: paste `tollgate --settings-table`"
-        );
-        assert!(readme.contains("tollgate --settings-table"));
+    fn the_readme_and_api_reference_tables_are_the_declared_settings() {
+        for (name, text) in
+            [("README.md", include_str!("../../README.md")), ("docs/API.md", include_str!("../../docs/API.md"))]
+        {
+            assert!(
+                text.contains(&settings_table()),
+                "{name}'s settings table differs: paste `tollgate --settings-table`"
+            );
+            assert!(text.contains("tollgate --settings-table"), "{name}");
+        }
     }
 
     #[test]
