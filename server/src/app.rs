@@ -37,6 +37,7 @@ use crate::auth::revocation::Revocation;
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::token::{Role, Tokens};
 use crate::background::Background;
+use crate::cache::PageCache;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::error::ApiError;
@@ -46,7 +47,6 @@ use crate::http::{JsonBody, Resp, bearer};
 use crate::kv::Kv;
 use crate::metrics::Metrics;
 use crate::state::{AppState, Caller};
-use crate::tasks::cache::TaskCache;
 use crate::trust::Trust;
 use crate::{auth, ops, tasks};
 use anyhow::Context;
@@ -270,7 +270,7 @@ async fn build_state(config: Config) -> anyhow::Result<Arc<AppState>> {
         config.revocation_entry_ttl(),
     );
     let cache =
-        TaskCache::new(config.cache_backend, kv.clone(), trust.clone(), config.tasks_cache_ttl, metrics.clone());
+        PageCache::new(config.cache_backend, kv.clone(), trust.clone(), config.tasks_cache_ttl, metrics.clone());
     let throttle = LoginThrottle::new(kv.clone(), config.login_max_failures, config.login_failure_window);
     Ok(Arc::new(AppState {
         config,

@@ -138,6 +138,14 @@ impl Keys {
     pub fn page(&self, uid: i64, shape: &str) -> String {
         format!("{}:{{u:{uid}}}:tasks:{shape}", self.prefix)
     }
+    /// The generation tag of the GraphQL post pages (one for everyone).
+    pub fn posts_gen(&self) -> String {
+        format!("{}:{{posts}}:gen", self.prefix)
+    }
+    /// One cached page of posts: `TAG\nBODY`, per page shape.
+    pub fn posts_page(&self, shape: &str) -> String {
+        format!("{}:{{posts}}:page:{shape}", self.prefix)
+    }
     /// Login attempt counter of one account, by the SHA-256 of its
     /// canonical email (`auth::email::digest`): 64 bytes whatever was sent.
     pub fn login_attempts(&self, digest: &str) -> String {

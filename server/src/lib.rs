@@ -10,7 +10,7 @@
 //!   and, on authenticated routes, the pipeline's [`state::Caller`].
 //! - [`state`]: the shared state every request can reach.
 //! - [`auth::revocation`], [`auth::throttle`], [`auth::password`],
-//!   [`auth::token`], [`auth::email`], [`tasks::cache`]: the services behind
+//!   [`auth::token`], [`auth::email`], [`cache`]: the services behind
 //!   the handlers.
 //! - [`trust`]: whether Redis's word is good (epoch bound to the Redis
 //!   process, configuration verdict, repair after a failed write).
@@ -27,7 +27,7 @@
 //! `hyper` (HTTP/1.1 keep-alive) -> [`http::router`] (method, template,
 //! declared access) -> JWT verify -> [`auth::revocation`] (one Redis round
 //! trip carrying the cache's keys too; PostgreSQL when Redis cannot be
-//! trusted) -> handler -> [`tasks::cache`] or PostgreSQL -> response ->
+//! trusted) -> handler -> [`cache`] or PostgreSQL -> response ->
 //! metrics by template.
 //!
 //! The binary (`main.rs`) only parses arguments, sets up logging and runs
@@ -39,6 +39,7 @@
 pub mod app;
 pub mod auth;
 pub mod background;
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod http;

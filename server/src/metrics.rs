@@ -53,6 +53,8 @@ pub struct Metrics {
     pub tasks_cache_hit: IntCounter,
     /// `cache_requests_total{cache="tasks",result="miss"}`.
     pub tasks_cache_miss: IntCounter,
+    cache: IntCounterVec,
+    graphql: IntCounterVec,
     revocation: [[IntCounter; 2]; 3],
 }
 
@@ -108,6 +110,10 @@ impl Metrics {
             Opts::new("cache_requests_total", "Cache look-ups by cache and result."),
             &["cache", "result"],
         ));
+        let graphql = must(IntCounterVec::new(
+            Opts::new("graphql_operations_total", "GraphQL operations by name, type and result."),
+            &["operation", "type", "result"],
+        ));
         let revocation = must(IntCounterVec::new(
             Opts::new("revocation_checks_total", "Revocation checks by where they were answered and the result."),
             &["source", "result"],
@@ -132,6 +138,7 @@ impl Metrics {
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(cache.clone()),
+            Box::new(graphql.clone()),
             Box::new(revocation.clone()),
             Box::new(auth_events.clone()),
             Box::new(dependency_errors.clone()),
@@ -159,9 +166,14 @@ impl Metrics {
         for (dep, op) in [("redis", "revocation_check"), ("redis", "cache"), ("postgres", "query")] {
             dependency_errors.with_label_values(&[dep, op]);
         }
+        for result in ["hit", "miss"] {
+            cache.with_label_values(&["posts", result]);
+        }
         Self {
             tasks_cache_hit: cache.with_label_values(&["tasks", "hit"]),
             tasks_cache_miss: cache.with_label_values(&["tasks", "miss"]),
+            cache,
+            graphql,
             registry,
             http_requests,
             http_duration,
@@ -201,6 +213,17 @@ impl Metrics {
             CheckSource::Local => 2,
         };
         self.revocation[s][usize::from(revoked)].inc();
+    }
+
+    /// Counts a look-up of a cache other than the hot tasks one.
+    pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
+        self.cache.with_label_values(&[cache, if hit { "hit" } else { "miss" }]).inc();
+    }
+
+    /// Counts one GraphQL operation. `operation` is the client's operation
+    /// name, bounded by the caller (it is a label).
+    pub fn graphql_operation(&self, operation: &str, kind: &'static str, ok: bool) {
+        self.graphql.with_label_values(&[operation, kind, if ok { "ok" } else { "error" }]).inc();
     }
 
     /// Counts a failed call to a dependency.

@@ -9,13 +9,13 @@ use crate::auth::revocation::{Checked, Revocation};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::token::{Principal, Tokens};
 use crate::background::Background;
+use crate::cache::PageCache;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::JsonBody;
 use crate::http::error::ApiError;
 use crate::kv::Kv;
 use crate::metrics::Metrics;
-use crate::tasks::cache::TaskCache;
 use crate::trust::Trust;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
@@ -40,7 +40,7 @@ pub struct AppState {
     /// Revocation checks and writes.
     pub revocation: Arc<Revocation>,
     /// Task-list cache.
-    pub cache: Arc<TaskCache>,
+    pub cache: Arc<PageCache>,
     /// Login throttle.
     pub throttle: LoginThrottle,
     /// The server's background tasks and jobs.

@@ -16,7 +16,7 @@
 //!    `run_id` is not the answering process's is treated as missing: the
 //!    request is answered from PostgreSQL and Redis is rebuilt. The rebuild
 //!    also gets a new `REBUILD_ID`, and every cache tag carries the id it
-//!    was made under (`tasks::cache`), so no tag from before a loss ever
+//!    was made under (`cache`), so no tag from before a loss ever
 //!    matches again.
 //! 2. **It evicts.** Under any `maxmemory-policy` but `noeviction`, Redis may
 //!    drop revocation entries (they have TTLs, so even `volatile-*` picks

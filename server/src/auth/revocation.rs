@@ -21,7 +21,7 @@
 //! After the JWT verifies, ONE Redis command (an MGET) fetches
 //! `epoch`, the user's `nbf` (`MIN:a` or `MIN:b`, b = blocked) and the
 //! session's `sess` key, plus, for `GET /tasks`, the cache's generation tag
-//! and page (see `tasks::cache`). The decision needs nothing else.
+//! and page (see `cache`). The decision needs nothing else.
 //!
 //! # When Redis cannot be trusted
 //! `crate::trust` decides; this module acts on it:

@@ -1,5 +1,6 @@
-//! Tasks: the handlers of `/tasks` and `/admin/tasks`, the bodies and their
-//! validation (`model`), and the per-user list cache (`cache`). Ownership
+//! Tasks: the handlers of `/tasks` and `/admin/tasks`, and the bodies and
+//! their validation (`model`); the lists are cached per user
+//! (`crate::cache`, [`Scope::Tasks`]). Ownership
 //! is enforced in SQL (`db::tasks`): another user's task is
 //! indistinguishable from a missing one (404).
 //!
@@ -7,14 +8,13 @@
 //! answer happen together or the invalidation still happens after the
 //! client has gone.
 
-pub mod cache;
 pub mod model;
 
+use crate::cache::{Lookup, Scope};
 use crate::http::error::ApiError;
 use crate::http::{JsonBody, Resp, empty, json, json_bytes};
 use crate::state::{AppState, Caller};
 use bytes::Bytes;
-use cache::Lookup;
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
 use model::{ListQuery, NewTaskBody, Task, TaskPatchBody};
@@ -28,7 +28,7 @@ fn encode(tasks: &[Task]) -> Result<Bytes, ApiError> {
 /// 400 once the token has passed).
 pub fn list_keys(st: &AppState, query: Option<&str>, uid: i64) -> Vec<String> {
     match ListQuery::parse(query) {
-        Ok(q) => st.cache.keys(uid, &q.shape()),
+        Ok(q) => st.cache.keys(Scope::Tasks(uid), &q.shape()),
         Err(_) => Vec::new(),
     }
 }
@@ -39,13 +39,13 @@ pub async fn list(st: &AppState, caller: Caller, query: Option<&str>) -> Result<
     let q = ListQuery::parse(query)?;
     let uid = caller.principal.user_id;
     let shape = q.shape();
-    match st.cache.lookup(uid, &shape, caller.checked) {
+    match st.cache.lookup(Scope::Tasks(uid), &shape, caller.checked) {
         Lookup::Hit(body) => Ok(json_bytes(StatusCode::OK, body)),
         Lookup::Miss(fill) => {
             let load = async { encode(&st.db.list_tasks(Some(uid), &q).await?) };
             // Boxed: the miss path's future (PostgreSQL, single flight, the
             // fill) is ~7 KB; inline, every hit would carry and move it.
-            let body = Box::pin(st.cache.load(uid, &shape, fill, load)).await?;
+            let body = Box::pin(st.cache.load(Scope::Tasks(uid), &shape, fill, load)).await?;
             Ok(json_bytes(StatusCode::OK, body))
         }
     }
@@ -60,7 +60,7 @@ where
     let uid = caller.principal.user_id;
     let body: NewTaskBody = st.read_json(body).await?;
     let task = st.db.insert_task(uid, &body.validate()?).await?;
-    st.cache.invalidate(uid, caller.checked.epoch).await;
+    st.cache.invalidate(Scope::Tasks(uid), caller.checked.epoch).await;
     let mut resp = json(StatusCode::CREATED, &task)?;
     if let Ok(loc) = HeaderValue::from_str(&format!("/tasks/{}", task.id)) {
         resp.headers_mut().insert(LOCATION, loc);
@@ -84,7 +84,7 @@ where
     let body: TaskPatchBody = st.read_json(body).await?;
     let patch = body.validate()?;
     let task = st.db.update_task(uid, id, &patch).await?.ok_or(ApiError::NotFound)?;
-    st.cache.invalidate(uid, caller.checked.epoch).await;
+    st.cache.invalidate(Scope::Tasks(uid), caller.checked.epoch).await;
     json(StatusCode::OK, &task)
 }
 
@@ -94,7 +94,7 @@ pub async fn delete(st: &AppState, caller: Caller, id: i64) -> Result<Resp, ApiE
     if !st.db.delete_task(uid, id).await? {
         return Err(ApiError::NotFound);
     }
-    st.cache.invalidate(uid, caller.checked.epoch).await;
+    st.cache.invalidate(Scope::Tasks(uid), caller.checked.epoch).await;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tollgate::tasks::cache::Lookup;
+use tollgate::cache::{Lookup, Scope};
 
 const HIT: &str = r#"cache_requests_total{cache="tasks",result="hit"}"#;
 const MISS: &str = r#"cache_requests_total{cache="tasks",result="miss"}"#;
@@ -112,12 +112,12 @@ async fn a_load_that_raced_a_write_is_never_served() {
     let p = st.tokens.verify(&u.access, tollgate::auth::token::TokenType::Access).expect("token");
     let q = tollgate::tasks::model::ListQuery::parse(None).expect("query");
     let shape = q.shape();
-    let probe = st.revocation.check(&p, &st.cache.keys(p.user_id, &shape)).await.expect("allowed");
-    let Lookup::Miss(fill) = st.cache.lookup(p.user_id, &shape, probe) else { panic!("expected a miss") };
+    let probe = st.revocation.check(&p, &st.cache.keys(Scope::Tasks(p.user_id), &shape)).await.expect("allowed");
+    let Lookup::Miss(fill) = st.cache.lookup(Scope::Tasks(p.user_id), &shape, probe) else { panic!("expected a miss") };
     let stale = serde_json::to_vec(&st.db.list_tasks(Some(p.user_id), &q).await.expect("load")).expect("encode");
     let r = app.patch(&format!("/tasks/{}", t["id"]), &u.access, &json!({"title": "new"})).await;
     assert_eq!(r.status(), 200);
-    st.cache.load(p.user_id, &shape, fill, async { Ok(Bytes::from(stale)) }).await.expect("stored");
+    st.cache.load(Scope::Tasks(p.user_id), &shape, fill, async { Ok(Bytes::from(stale)) }).await.expect("stored");
     assert_eq!(app.list(&u.access, "").await[0]["title"], "new");
     assert_eq!(app.list(&u.access, "").await[0]["title"], "new");
 }
@@ -133,12 +133,13 @@ async fn concurrent_misses_share_one_load() {
     for _ in 0..16 {
         let (st, p, loads) = (st.clone(), p.clone(), loads.clone());
         tasks.push(tokio::spawn(async move {
-            let probe = st.revocation.check(&p, &st.cache.keys(p.user_id, "shape")).await.expect("allowed");
-            let Lookup::Miss(fill) = st.cache.lookup(p.user_id, "shape", probe) else {
+            let probe =
+                st.revocation.check(&p, &st.cache.keys(Scope::Tasks(p.user_id), "shape")).await.expect("allowed");
+            let Lookup::Miss(fill) = st.cache.lookup(Scope::Tasks(p.user_id), "shape", probe) else {
                 return;
             };
             st.cache
-                .load(p.user_id, "shape", fill, async {
+                .load(Scope::Tasks(p.user_id), "shape", fill, async {
                     loads.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     Ok(Bytes::from_static(b"[]"))

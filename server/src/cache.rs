@@ -1,5 +1,8 @@
-//! The per-user task-list cache: cache-aside, read-your-writes under any
-//! concurrency.
+//! Cached pages under generation tags: cache-aside, read-your-writes under
+//! any concurrency. Two scopes use it: each user's task lists
+//! ([`Scope::Tasks`], read on the hot path of `GET /tasks`) and the GraphQL
+//! post pages shared by every user ([`Scope::Posts`]). Below, "the user's
+//! tag" is the scope's tag.
 //!
 //! # The stale-set race, and why it cannot happen here
 //! Delete-on-write alone (the seed's design) loses this race: a reader
@@ -42,7 +45,7 @@
 //!
 //! # One Redis round trip
 //! The tag and the page are extra keys of the revocation check's `MGET`
-//! (the pipeline asks [`TaskCache::keys`] for them), so a hit costs no
+//! (the pipeline asks [`PageCache::keys`] for them; the post pages, whose shape is known only once the GraphQL document is parsed, use [`PageCache::lookup_fresh`]), so a hit costs no
 //! extra round trip, and one command.
 //!
 //! # Stampede
@@ -63,7 +66,7 @@ use crate::config::CacheBackend;
 use crate::http::error::ApiError;
 use crate::kv::Kv;
 use crate::metrics::Metrics;
-use crate::trust::{EpochId, Trust};
+use crate::trust::{EpochId, Trust, parse_epoch};
 use bytes::Bytes;
 use moka::sync::Cache;
 use redis::Script;
@@ -83,7 +86,26 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return ARGV[2]
 ";
 
-/// One user's pages in the in-process backend.
+/// Whose pages: one tag and one set of pages per scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One user's task lists.
+    Tasks(i64),
+    /// The GraphQL post pages, shared by every user.
+    Posts,
+}
+
+impl Scope {
+    /// The `cache` label of `cache_requests_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Tasks(_) => "tasks",
+            Self::Posts => "posts",
+        }
+    }
+}
+
+/// One scope's pages in the in-process backend.
 pub struct UserPages {
     id: u64,
     pages: Mutex<HashMap<String, Bytes>>,
@@ -91,7 +113,7 @@ pub struct UserPages {
 
 enum Store {
     Redis,
-    Memory { users: Cache<i64, Arc<UserPages>>, next_id: AtomicU64 },
+    Memory { scopes: Cache<Scope, Arc<UserPages>>, next_id: AtomicU64 },
     Off,
 }
 
@@ -102,7 +124,7 @@ pub enum Fill {
         /// The tag read before the load.
         tag: Vec<u8>,
     },
-    /// Into Redis, once a tag of this epoch exists: [`TaskCache::load`]
+    /// Into Redis, once a tag of this epoch exists: [`PageCache::load`]
     /// creates it first.
     RedisUntagged(EpochId),
     /// Into this container.
@@ -115,12 +137,12 @@ pub enum Fill {
 pub enum Lookup {
     /// The stored body.
     Hit(Bytes),
-    /// Load, then [`TaskCache::fill`].
+    /// Load, then [`PageCache::load`] stores it.
     Miss(Fill),
 }
 
 /// The cache.
-pub struct TaskCache {
+pub struct PageCache {
     store: Store,
     kv: Kv,
     trust: Arc<Trust>,
@@ -150,13 +172,13 @@ impl Drop for Flight<'_> {
     }
 }
 
-impl TaskCache {
+impl PageCache {
     /// A cache on `backend` with page TTL `ttl`.
     pub fn new(backend: CacheBackend, kv: Kv, trust: Arc<Trust>, ttl: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
         let store = match backend {
             CacheBackend::Redis => Store::Redis,
             CacheBackend::Memory => Store::Memory {
-                users: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
+                scopes: Cache::builder().max_capacity(100_000).time_to_live(ttl).build(),
                 next_id: AtomicU64::new(1),
             },
             CacheBackend::Off => Store::Off,
@@ -177,16 +199,49 @@ impl TaskCache {
 
     /// The keys to fetch in the revocation round trip (the tag, then the
     /// page) when Redis is the store; none otherwise.
-    pub fn keys(&self, uid: i64, shape: &str) -> Vec<String> {
+    pub fn keys(&self, scope: Scope, shape: &str) -> Vec<String> {
         if !matches!(self.store, Store::Redis) {
             return Vec::new();
         }
-        let k = &self.kv.keys;
-        vec![k.tgen(uid), k.page(uid, shape)]
+        vec![self.tag_key(scope), self.page_key(scope, shape)]
+    }
+
+    fn tag_key(&self, scope: Scope) -> String {
+        match scope {
+            Scope::Tasks(uid) => self.kv.keys.tgen(uid),
+            Scope::Posts => self.kv.keys.posts_gen(),
+        }
+    }
+
+    fn page_key(&self, scope: Scope, shape: &str) -> String {
+        match scope {
+            Scope::Tasks(uid) => self.kv.keys.page(uid, shape),
+            Scope::Posts => self.kv.keys.posts_page(shape),
+        }
+    }
+
+    /// [`PageCache::lookup`] with its own round trip, for a scope whose keys
+    /// did not ride on the revocation check (the post pages: the query is
+    /// parsed after authentication). The epoch is read in the same `MGET`
+    /// and accepted only from the Redis process it names, exactly as the
+    /// revocation check does (`crate::trust`).
+    pub async fn lookup_fresh(&self, scope: Scope, shape: &str) -> Lookup {
+        let mut checked = Checked::default();
+        if matches!(self.store, Store::Redis) && self.trust.usable() {
+            let mut mget = redis::cmd("MGET");
+            mget.arg(self.kv.keys.epoch()).arg(self.tag_key(scope)).arg(self.page_key(scope, shape));
+            if let Ok((values, origin)) = self.kv.run_origin::<Vec<Option<Vec<u8>>>, _>("cache", &mget).await {
+                let mut v = values.into_iter();
+                if let Some(epoch) = v.next().flatten().and_then(|e| parse_epoch(&e, &origin)) {
+                    checked = Checked { epoch: Some(epoch), extra: v.collect() };
+                }
+            }
+        }
+        self.lookup(scope, shape, checked)
     }
 
     /// Decides hit or miss from what the revocation round trip brought back.
-    pub fn lookup(&self, uid: i64, shape: &str, checked: Checked) -> Lookup {
+    pub fn lookup(&self, scope: Scope, shape: &str, checked: Checked) -> Lookup {
         let out = match &self.store {
             Store::Off => Lookup::Miss(Fill::Skip),
             Store::Redis => match (checked.epoch, <[_; 2]>::try_from(checked.extra)) {
@@ -203,8 +258,8 @@ impl TaskCache {
                 // Redis not trusted, unreachable, or not asked.
                 _ => Lookup::Miss(Fill::Skip),
             },
-            Store::Memory { users, next_id } => {
-                let c = users.get_with(uid, || {
+            Store::Memory { scopes, next_id } => {
+                let c = scopes.get_with(scope, || {
                     Arc::new(UserPages { id: next_id.fetch_add(1, Ordering::Relaxed), pages: Mutex::default() })
                 });
                 let hit = c.pages.lock().ok().and_then(|p| p.get(shape).cloned());
@@ -214,29 +269,30 @@ impl TaskCache {
                 }
             }
         };
-        match &out {
-            Lookup::Hit(_) => self.metrics.tasks_cache_hit.inc(),
-            Lookup::Miss(_) => self.metrics.tasks_cache_miss.inc(),
+        match (&out, scope) {
+            (Lookup::Hit(_), Scope::Tasks(_)) => self.metrics.tasks_cache_hit.inc(),
+            (Lookup::Miss(_), Scope::Tasks(_)) => self.metrics.tasks_cache_miss.inc(),
+            (hit, Scope::Posts) => self.metrics.cache_lookup(scope.label(), matches!(hit, Lookup::Hit(_))),
         }
         out
     }
 
     /// Loads a missed page, sharing the load with concurrent misses of the
     /// same page and tag, then stores it where `fill` says.
-    pub async fn load<F>(&self, uid: i64, shape: &str, fill: Fill, load: F) -> Result<Bytes, ApiError>
+    pub async fn load<F>(&self, scope: Scope, shape: &str, fill: Fill, load: F) -> Result<Bytes, ApiError>
     where
         F: Future<Output = Result<Bytes, ApiError>>,
     {
         let fill = match fill {
-            Fill::RedisUntagged(epoch) => match self.create_tag(uid, epoch).await {
+            Fill::RedisUntagged(epoch) => match self.create_tag(scope, epoch).await {
                 Some(tag) => Fill::Redis { tag },
                 None => Fill::Skip,
             },
             other => other,
         };
         let flight_key = match &fill {
-            Fill::Redis { tag } => Some(format!("{uid}|{shape}|r{}", String::from_utf8_lossy(tag))),
-            Fill::Memory(c) => Some(format!("{uid}|{shape}|m{}", c.id)),
+            Fill::Redis { tag } => Some(format!("{scope:?}|{shape}|r{}", String::from_utf8_lossy(tag))),
+            Fill::Memory(c) => Some(format!("{scope:?}|{shape}|m{}", c.id)),
             Fill::Skip | Fill::RedisUntagged(_) => None,
         };
         let body = match flight_key {
@@ -251,11 +307,11 @@ impl TaskCache {
                 flight.cell.get_or_try_init(|| load).await.cloned()?
             }
         };
-        self.fill(uid, shape, fill, &body).await;
+        self.fill(scope, shape, fill, &body).await;
         Ok(body)
     }
 
-    async fn fill(&self, uid: i64, shape: &str, fill: Fill, body: &Bytes) {
+    async fn fill(&self, scope: Scope, shape: &str, fill: Fill, body: &Bytes) {
         match fill {
             Fill::Skip | Fill::RedisUntagged(_) => {}
             Fill::Memory(c) => {
@@ -269,7 +325,7 @@ impl TaskCache {
                 value.push(b'\n');
                 value.extend_from_slice(body);
                 let set = redis::cmd("SET")
-                    .arg(self.kv.keys.page(uid, shape))
+                    .arg(self.page_key(scope, shape))
                     .arg(value)
                     .arg("PX")
                     .arg(self.ttl.as_millis() as u64)
@@ -280,18 +336,18 @@ impl TaskCache {
         }
     }
 
-    /// After a committed write of `uid`'s tasks, before answering: no page
+    /// After a committed write in `scope`, before answering: no page
     /// read before this call is served after it. The writer sets a new
     /// random tag of the epoch its own revocation check was trusted under,
     /// so the next reader finds a tag at once; without one (PostgreSQL
     /// answered that check) it deletes the tag and the next reader makes one
     /// before it loads. Either way no earlier page matches any more.
-    pub async fn invalidate(&self, uid: i64, epoch: Option<EpochId>) {
+    pub async fn invalidate(&self, scope: Scope, epoch: Option<EpochId>) {
         match &self.store {
             Store::Off => {}
-            Store::Memory { users, .. } => users.invalidate(&uid),
+            Store::Memory { scopes, .. } => scopes.invalidate(&scope),
             Store::Redis => {
-                let key = self.kv.keys.tgen(uid);
+                let key = self.tag_key(scope);
                 let cmd = match epoch {
                     Some(e) => redis::cmd("SET")
                         .arg(key)
@@ -308,10 +364,10 @@ impl TaskCache {
         }
     }
 
-    /// A tag of `epoch` for the user, made if missing or older; None when
+    /// A tag of `epoch` for the scope, made if missing or older; None when
     /// Redis did not answer.
-    async fn create_tag(&self, uid: i64, epoch: EpochId) -> Option<Vec<u8>> {
-        let mut call = self.ensure_tag.key(self.kv.keys.tgen(uid));
+    async fn create_tag(&self, scope: Scope, epoch: EpochId) -> Option<Vec<u8>> {
+        let mut call = self.ensure_tag.key(self.tag_key(scope));
         call.arg(epoch.hex()).arg(new_tag(epoch)).arg(self.tag_ttl.as_millis() as u64);
         self.kv.run::<Vec<u8>, _>("cache", &call).await.ok()
     }
@@ -339,15 +395,16 @@ mod tests {
         // contacted (the pool connects lazily).
         let metrics = Arc::new(Metrics::new());
         let kv = Kv::new("redis://127.0.0.1:1", "t", 1, Duration::from_millis(10), metrics.clone()).expect("kv");
-        let cache = TaskCache::new(CacheBackend::Memory, kv.clone(), Trust::new(kv), Duration::from_secs(30), metrics);
+        let cache = PageCache::new(CacheBackend::Memory, kv.clone(), Trust::new(kv), Duration::from_secs(30), metrics);
         for _ in 0..3 {
-            let Lookup::Miss(fill) = cache.lookup(1, "s", Checked::default()) else { panic!("a miss") };
-            let load = cache.load(1, "s", fill, std::future::pending::<Result<Bytes, ApiError>>());
+            let Lookup::Miss(fill) = cache.lookup(Scope::Tasks(1), "s", Checked::default()) else { panic!("a miss") };
+            let load = cache.load(Scope::Tasks(1), "s", fill, std::future::pending::<Result<Bytes, ApiError>>());
             assert!(tokio::time::timeout(Duration::from_millis(10), load).await.is_err(), "cancelled");
         }
         assert!(cache.flights.lock().expect("lock").is_empty(), "cancelled flights were removed");
-        let Lookup::Miss(fill) = cache.lookup(1, "s", Checked::default()) else { panic!("a miss") };
-        let body = cache.load(1, "s", fill, async { Ok(Bytes::from_static(b"[]")) }).await.expect("loads");
+        let Lookup::Miss(fill) = cache.lookup(Scope::Tasks(1), "s", Checked::default()) else { panic!("a miss") };
+        let body =
+            cache.load(Scope::Tasks(1), "s", fill, async { Ok(Bytes::from_static(b"[]")) }).await.expect("loads");
         assert_eq!(body, Bytes::from_static(b"[]"));
         assert!(cache.flights.lock().expect("lock").is_empty());
     }
