@@ -65,6 +65,34 @@ admin_id=$(curl -sf -X POST "$app/auth/login" -H 'content-type: application/json
   -d "{\"email\":\"$admin_email\",\"password\":\"$admin_password\"}" \
   | python3 -c 'import json,sys; t=json.load(sys.stdin)["access_token"].split(".")[1]; import base64; print(json.loads(base64.urlsafe_b64decode(t + "=" * (-len(t) % 4)))["sub"])')
 
+# The document's patterns are the server's rules: the due date's edge rule
+# and the trimmed title, checked on the live server at their edges (a
+# random run rarely lands exactly there).
+pattern_agrees() {
+  "$venv/bin/python" - "$app" "$user_email" "$user_password" <<'PY'
+import json, re, sys
+import requests
+app, email, password = sys.argv[1:]
+doc = requests.get(app + "/openapi.json", timeout=10).json()
+props = doc["components"]["schemas"]["NewTask"]["properties"]
+token = requests.post(app + "/auth/login", json={"email": email, "password": password}, timeout=10).json()["access_token"]
+samples = [("dueDate", d) for d in [
+    "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00", "0001-01-01T05:00:00+01:00", "9999-12-31T00:00:00-01:00",
+    "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "0001-01-01T05:00:00-01:00", "9999-12-31T01:00:00-00:00",
+    "2030-01-01T00:00:00+05:00"]] + [("title", t) for t in [" ", "a", " a ", "\u3000", "\x1c", "x" * 200, "x" * 201, " " + "x" * 200 + " "]]
+bad = 0
+for field, value in samples:
+    body = {"title": "t", field: value}
+    status = requests.post(app + "/tasks", json=body, headers={"authorization": "Bearer " + token}, timeout=10).status_code
+    says = re.search(props[field]["pattern"], value) is not None
+    if (status == 201) != says:
+        bad += 1
+        print(f"  {field} {value[:40]!r}: document says {'valid' if says else 'invalid'}, server answered {status}")
+sys.exit(1 if bad else 0)
+PY
+}
+check "the document's patterns agree with the server at their edges" pattern_agrees
+
 seed=${SCHEMATHESIS_SEED:-$RANDOM$RANDOM}
 examples=${SCHEMATHESIS_EXAMPLES:-100}
 echo "schemathesis: seed $seed, $examples examples per operation"

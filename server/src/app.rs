@@ -68,6 +68,8 @@ pub struct Pipeline {
     router: Router,
     /// `GET /openapi.json`, rendered once.
     openapi: Bytes,
+    /// The GraphQL schema, built once.
+    graphql: crate::graphql::BlogSchema,
 }
 
 impl Pipeline {
@@ -75,7 +77,8 @@ impl Pipeline {
     pub fn new(state: Arc<AppState>) -> Arc<Self> {
         let router = Router::new(&state.metrics);
         let openapi = Bytes::from(crate::http::openapi::render());
-        Arc::new(Self { state, router, openapi })
+        let graphql = crate::graphql::build_schema(state.config.app_env == crate::config::AppEnv::Production);
+        Arc::new(Self { state, router, openapi, graphql })
     }
 
     /// The shared state.
@@ -201,6 +204,8 @@ impl Pipeline {
             None => 0,
         };
         let st = &*self.state;
+        let graphql_response =
+            route == Route::Graphql && crate::graphql::wants_graphql_response(head.headers.get(hyper::header::ACCEPT));
         let req = move || JsonBody::new(&head.headers, body);
         // The route table declared who may call; a handler that needs a
         // caller on a route declared public is a bug in the table.
@@ -216,6 +221,9 @@ impl Pipeline {
             Route::Healthz => Ok(ops::healthz()),
             Route::Metrics => Ok(ops::metrics(st)),
             Route::OpenApi => Ok(crate::http::json_bytes(hyper::StatusCode::OK, self.openapi.clone())),
+            Route::Graphql => {
+                Box::pin(crate::graphql::handle(&self.state, &self.graphql, caller()?, graphql_response, req())).await
+            }
             Route::Readyz => Box::pin(ops::readyz(st)).await,
             Route::Register => Box::pin(auth::register(st, req())).await,
             Route::Login => Box::pin(auth::login(st, req())).await,

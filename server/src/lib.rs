@@ -6,7 +6,7 @@
 //! - [`app`]: start-up steps and the request pipeline (routing, the
 //!   authentication the route table declares, jobs for writes, errors,
 //!   metrics).
-//! - [`auth`], [`tasks`], [`ops`]: the handlers, taking a [`state::AppState`]
+//! - [`auth`], [`tasks`], [`graphql`], [`ops`]: the handlers, taking a [`state::AppState`]
 //!   and, on authenticated routes, the pipeline's [`state::Caller`].
 //! - [`state`]: the shared state every request can reach.
 //! - [`auth::revocation`], [`auth::throttle`], [`auth::password`],
@@ -42,6 +42,7 @@ pub mod background;
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod graphql;
 pub mod http;
 pub mod kv;
 pub mod metrics;

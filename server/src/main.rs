@@ -14,13 +14,14 @@ const EX_USAGE: u8 = 64;
 const HELP: &str = "\
 tollgate: JWT auth with instant revocation in front of a cached task API
 
-USAGE: tollgate [--config FILE] [--print-config] [--settings-table] [--openapi]
+USAGE: tollgate [--config FILE] [--print-config] [--settings-table] [--openapi] [--graphql-schema]
 
   --config FILE     read KEY=VALUE settings from FILE (also: CONFIG_FILE);
                     the environment overrides the file, the file the defaults
   --print-config    print the effective configuration, secrets redacted, and exit
   --settings-table  print the settings as README.md's Markdown table, and exit
   --openapi         print the OpenAPI 3.1 document (docs/openapi.json), and exit
+  --graphql-schema  print the GraphQL schema in SDL (docs/schema.graphql), and exit
   --help            this text
 
 SETTINGS (environment variables; defaults in README.md or --settings-table):
@@ -47,6 +48,10 @@ fn main() -> ExitCode {
             }
             "--openapi" => {
                 print!("{}", tollgate::http::openapi::render());
+                return ExitCode::SUCCESS;
+            }
+            "--graphql-schema" => {
+                print!("{}", tollgate::graphql::sdl());
                 return ExitCode::SUCCESS;
             }
             other => return usage(&format!("unknown argument {other:?}")),

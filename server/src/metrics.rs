@@ -37,6 +37,9 @@ pub enum CheckSource {
     Local,
 }
 
+/// Distinct GraphQL operation names kept as label values.
+pub const MAX_OPERATION_NAMES: usize = 200;
+
 /// Every metric of the server.
 pub struct Metrics {
     registry: Registry,
@@ -55,6 +58,8 @@ pub struct Metrics {
     pub tasks_cache_miss: IntCounter,
     cache: IntCounterVec,
     graphql: IntCounterVec,
+    /// Operation names seen so far (label values), at most [`MAX_OPERATION_NAMES`].
+    graphql_names: std::sync::Mutex<std::collections::HashSet<String>>,
     revocation: [[IntCounter; 2]; 3],
 }
 
@@ -174,6 +179,7 @@ impl Metrics {
             tasks_cache_miss: cache.with_label_values(&["tasks", "miss"]),
             cache,
             graphql,
+            graphql_names: std::sync::Mutex::default(),
             registry,
             http_requests,
             http_duration,
@@ -220,10 +226,17 @@ impl Metrics {
         self.cache.with_label_values(&[cache, if hit { "hit" } else { "miss" }]).inc();
     }
 
-    /// Counts one GraphQL operation. `operation` is the client's operation
-    /// name, bounded by the caller (it is a label).
+    /// Counts one GraphQL operation. `operation` is a name from the
+    /// client's document: a label value, so past [`MAX_OPERATION_NAMES`]
+    /// distinct names (and for a name longer than 64 bytes) it is `other`,
+    /// and no client can grow the registry without bound.
     pub fn graphql_operation(&self, operation: &str, kind: &'static str, ok: bool) {
-        self.graphql.with_label_values(&[operation, kind, if ok { "ok" } else { "error" }]).inc();
+        let known = operation.len() <= 64
+            && self.graphql_names.lock().is_ok_and(|mut names| {
+                names.contains(operation) || (names.len() < MAX_OPERATION_NAMES && names.insert(operation.to_owned()))
+            });
+        let name = if known { operation } else { "other" };
+        self.graphql.with_label_values(&[name, kind, if ok { "ok" } else { "error" }]).inc();
     }
 
     /// Counts a failed call to a dependency.

@@ -12,6 +12,7 @@
 //! nothing outside this module touches a client. Checkout and error
 //! counting happen in one place ([`Db::with`]).
 
+pub mod posts;
 pub mod sessions;
 pub mod tasks;
 pub mod users;
@@ -20,6 +21,7 @@ use crate::metrics::Metrics;
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use bb8_postgres::PostgresConnectionManager;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls, Statement, error::SqlState};
 
@@ -29,6 +31,12 @@ mod embedded {
 
 /// The columns of a task, in the order `tasks::Task::from_row` reads them.
 pub const TASK_COLUMNS: &str = "id, user_id, title, description, is_completed, due_date, created_at, updated_at";
+/// The columns of a post with its comment count, in the order
+/// `posts::PostRow::from_row` reads them (alias `p`).
+pub const POST_COLUMNS: &str = "p.id, p.author_id, p.title, p.content, p.created_at, p.updated_at, \
+    (SELECT count(*) FROM comments c WHERE c.post_id = p.id)";
+/// The columns of a comment, in the order `posts::CommentRow::from_row` reads them.
+pub const COMMENT_COLUMNS: &str = "id, post_id, author_id, content, created_at";
 /// The columns of a user, in the order `users::UserRow::from_row` reads them.
 pub const USER_COLUMNS: &str = "id, email, role, status, created_at, status_updated_at";
 
@@ -120,6 +128,39 @@ statements! {
         WHERE id = $1 AND user_id = $2 RETURNING {TASK_COLUMNS}");
     /// Delete.
     delete_task = "DELETE FROM tasks WHERE id = $1 AND user_id = $2";
+    /// Newest posts first, after a (created_at, id) cursor when `$1` is set
+    /// (index posts_newest).
+    posts_page = format!("SELECT {POST_COLUMNS} FROM posts p \
+        WHERE $1::timestamptz IS NULL OR (p.created_at, p.id) < ($1, $2) \
+        ORDER BY p.created_at DESC, p.id DESC LIMIT $3");
+    /// Posts by id (the comment -> post loader).
+    posts_by_ids = format!("SELECT {POST_COLUMNS} FROM posts p WHERE p.id = ANY($1)");
+    /// Create.
+    insert_post = "INSERT INTO posts (author_id, title, content) VALUES ($1, $2, $3) \
+        RETURNING id, author_id, title, content, created_at, updated_at, 0::bigint";
+    /// Edit, by its author only.
+    update_post = format!("UPDATE posts p SET title = COALESCE($3, p.title), content = COALESCE($4, p.content), \
+        updated_at = clock_timestamp() WHERE p.id = $1 AND p.author_id = $2 RETURNING {POST_COLUMNS}");
+    /// Delete, by its author or an admin (`$3`); its comments go with it.
+    delete_post = "DELETE FROM posts WHERE id = $1 AND (author_id = $2 OR $3) RETURNING id";
+    /// Who wrote a post (tells a refused edit's 'not yours' from 'no such post').
+    post_author = "SELECT author_id FROM posts WHERE id = $1";
+    /// Comment on a post that exists.
+    insert_comment = format!("INSERT INTO comments (post_id, author_id, content) \
+        SELECT id, $2, $3 FROM posts WHERE id = $1 RETURNING {COMMENT_COLUMNS}");
+    /// Delete a comment, by its author or an admin (`$3`).
+    delete_comment = "DELETE FROM comments WHERE id = $1 AND (author_id = $2 OR $3) RETURNING id";
+    /// Who wrote a comment.
+    comment_author = "SELECT author_id FROM comments WHERE id = $1";
+    /// The first `$2` comments of each post of `$1`, oldest first: one
+    /// statement for a whole page of posts (index comments_by_post, once per
+    /// post through the lateral join).
+    first_comments = format!("SELECT c.{} FROM unnest($1::bigint[]) AS p(id) CROSS JOIN LATERAL \
+        (SELECT {COMMENT_COLUMNS} FROM comments WHERE post_id = p.id ORDER BY created_at, id LIMIT $2) c \
+        ORDER BY c.post_id, c.created_at, c.id", COMMENT_COLUMNS.replace(", ", ", c."));
+    /// One post's comments after a (created_at, id) cursor.
+    comments_after = format!("SELECT {COMMENT_COLUMNS} FROM comments \
+        WHERE post_id = $1 AND (created_at, id) > ($2, $3) ORDER BY created_at, id LIMIT $4");
 }
 
 /// A pooled connection with its prepared statements.
@@ -193,6 +234,9 @@ impl DbError {
 pub struct Db {
     pool: Pool<PgManager>,
     metrics: Arc<Metrics>,
+    /// Statements sent ([`Db::with`] calls), for the tests that bound the
+    /// statements of a request (the GraphQL N+1 test).
+    sent: Arc<AtomicU64>,
 }
 
 impl Db {
@@ -207,7 +251,7 @@ impl Db {
             // has_broken when it comes back; no ping per checkout.
             .test_on_check_out(false)
             .build_unchecked(PgManager(manager));
-        Ok(Self { pool, metrics })
+        Ok(Self { pool, metrics, sent: Arc::new(AtomicU64::new(0)) })
     }
 
     /// A connection, or 503 material after the pool timeout.
@@ -227,6 +271,13 @@ impl Db {
         DbError::Pg(e)
     }
 
+    /// How many times [`Db::with`] has run: the statements sent, since each
+    /// function of the submodules sends one per call (a transaction counts
+    /// its statements as one).
+    pub fn statements_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
     /// Runs `f` on a checked-out connection; the one place that checks out
     /// and counts errors. `f` gets the client and the prepared statements.
     async fn with<T, F>(&self, f: F) -> Result<T, DbError>
@@ -234,6 +285,7 @@ impl Db {
         F: AsyncFnOnce(&mut Client, &Statements) -> Result<T, tokio_postgres::Error>,
     {
         let mut c = self.conn().await?;
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let PgConn { client, st } = &mut *c;
         f(client, st).await.map_err(|e| self.fail(e))
     }

@@ -33,6 +33,10 @@ pub fn title_pattern() -> String {
     format!("^[{WS}]*[^{WS}\\u0000]([^\\u0000]{{0,198}}[^{WS}\\u0000])?[{WS}]*$")
 }
 
+/// A due date's edge rule (`tasks::model`): not 0001-01-01 with a positive
+/// offset nor 9999-12-31 with a negative one (`-00:00` is zero).
+const DUE_PATTERN: &str = "^(?!0001-01-01[Tt][^+]*\\+(?!00:00)|9999-12-31[Tt][^-]*-(?!00:00))";
+
 /// Any text without U+0000 (API.md: no text field accepts it).
 const NO_NUL: &str = "^[^\\u0000]*$";
 
@@ -64,6 +68,7 @@ pub fn document() -> Value {
             {"name": "auth", "description": "Accounts, tokens and sessions"},
             {"name": "tasks", "description": "The caller's task list (cached, read-your-writes)"},
             {"name": "admin", "description": "Administrators only"},
+            {"name": "graphql", "description": "The blog: posts and comments, a cached shared list"},
             {"name": "ops", "description": "Health, readiness, metrics and this document"}
         ],
         "paths": paths,
@@ -196,6 +201,24 @@ fn operation(route: Route) -> Value {
             "responses": {"200": {"description": "The metrics",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}
         }),
+        Route::Graphql => json!({
+            "tags": ["graphql"],
+            "summary": "The blog API over GraphQL (posts and comments); the schema is in docs/schema.graphql",
+            "requestBody": body("GraphqlRequest"),
+            "responses": {
+                "200": {"description": "Executed: data, and errors of fields that failed",
+                    "content": {
+                        "application/json": {"schema": schema_ref("GraphqlResponse")},
+                        "application/graphql-response+json": {"schema": schema_ref("GraphqlResponse")}
+                    }},
+                "400": {"description": "Not a GraphQL request, or a document that does not parse or validate \
+                        (variables included), or is too deep or too costly (nothing was executed)",
+                    "content": {
+                        "application/json": {"schema": schema_ref("GraphqlErrors")},
+                        "application/graphql-response+json": {"schema": schema_ref("GraphqlErrors")}
+                    }},
+            }
+        }),
         Route::OpenApi => json!({
             "tags": ["ops"], "summary": "This document",
             "responses": {"200": {"description": "OpenAPI 3.1",
@@ -294,16 +317,58 @@ fn retry(description: &str) -> Value {
         "content": {"application/problem+json": {"schema": schema_ref("Problem")}}})
 }
 
+/// The schemas of `POST /graphql`'s bodies (a separate `json!`: one
+/// macro call for every schema exceeds its recursion limit).
+fn graphql_schemas() -> Value {
+    json!({
+            "GraphqlRequest": {
+                "type": "object", "additionalProperties": false, "required": ["query"],
+                "properties": {
+                    "query": {"type": "string"},
+                    "variables": {"type": ["object", "null"]},
+                    "operationName": {"type": ["string", "null"]},
+                    "extensions": {"type": ["object", "null"]}
+                }
+            },
+            "GraphqlError": {
+                "type": "object", "required": ["message", "extensions"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "locations": {"type": "array"},
+                    "path": {"type": "array"},
+                    "extensions": {"type": "object", "required": ["code"], "properties": {
+                        "code": {"type": "string", "enum": ["BAD_USER_INPUT", "NOT_FOUND", "FORBIDDEN",
+                            "QUERY_TOO_COMPLEX", "GRAPHQL_PARSE_FAILED", "GRAPHQL_VALIDATION_FAILED",
+                            "BAD_REQUEST", "INTERNAL_SERVER_ERROR"]},
+                        "field": {"type": "string"}
+                    }}
+                }
+            },
+            "GraphqlResponse": {
+                "type": "object", "additionalProperties": false, "required": ["data"],
+                "properties": {
+                    "data": {"type": ["object", "null"]},
+                    "errors": {"type": "array", "items": schema_ref("GraphqlError")}
+                }
+            },
+            "GraphqlErrors": {
+                "type": "object", "additionalProperties": false, "required": ["errors"],
+                "properties": {"errors": {"type": "array", "minItems": 1, "items": schema_ref("GraphqlError")}}
+            }
+    })
+}
+
 fn components() -> Value {
     let time = json!({"type": "string", "format": "date-time", "description": "RFC 3339, UTC"});
     let status = json!({"type": "string", "enum": ["active", "banned", "deactivated", "security_issue"]});
     let role = json!({"type": "string", "enum": ["user", "admin"]});
-    let due = json!({"type": ["string", "null"], "format": "date-time",
-        "description": "RFC 3339; the instant must fall within the years 0001 to 9999 in UTC"});
+    let due = json!({"type": ["string", "null"], "format": "date-time", "pattern": DUE_PATTERN,
+        "description": "RFC 3339. It must stay within the years 0001 to 9999 in UTC, so 0001-01-01 \
+            with a positive offset and 9999-12-31 with a negative one are refused"});
     let description = json!({"type": ["string", "null"], "maxLength": 2000, "pattern": NO_NUL});
     let title = json!({"type": "string", "pattern": title_pattern(),
         "description": "1 to 200 characters after trimming white space; stored trimmed"});
-    json!({
+    let mut c = json!({
         "securitySchemes": {
             "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                 "description": "The access_token of a login or refresh answer"}
@@ -435,7 +500,11 @@ fn components() -> Value {
                 }
             }
         }
-    })
+    });
+    if let (Some(all), Value::Object(more)) = (c["schemas"].as_object_mut(), graphql_schemas()) {
+        all.extend(more);
+    }
+    c
 }
 
 /// The document as served: pretty-printed, as in `docs/openapi.json`.

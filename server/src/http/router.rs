@@ -59,6 +59,8 @@ pub enum Route {
     Metrics,
     /// `GET /openapi.json`
     OpenApi,
+    /// `POST /graphql`
+    Graphql,
 }
 
 /// The table: method, template, route, access.
@@ -80,6 +82,7 @@ pub const ROUTES: &[(Method, &str, Route, Access)] = &[
     (Method::GET, "/readyz", Route::Readyz, Access::Public),
     (Method::GET, "/metrics", Route::Metrics, Access::Public),
     (Method::GET, "/openapi.json", Route::OpenApi, Access::Public),
+    (Method::POST, "/graphql", Route::Graphql, Access::User),
 ];
 
 /// One routed request's entry: what it is and what it needs.

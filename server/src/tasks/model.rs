@@ -52,14 +52,28 @@ fn check_description(d: &Option<String>, errs: &mut Vec<FieldError>) {
     }
 }
 
+/// 0001-01-01 with a positive UTC offset, or 9999-12-31 with a negative one.
+fn at_the_edge_of_time(day: u32, month: u32, year: i32, offset_secs: i32) -> bool {
+    (year, month, day) == (1, 1, 1) && offset_secs > 0 || (year, month, day) == (9999, 12, 31) && offset_secs < 0
+}
+
 fn check_due(raw: Option<&str>, errs: &mut Vec<FieldError>) -> Option<DateTime<Utc>> {
     let raw = raw?;
-    match DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)) {
+    match DateTime::parse_from_rfc3339(raw) {
         // RFC 3339 has four-digit years: an instant that leaves 0001-9999
-        // once converted to UTC could not be sent back as RFC 3339.
-        Ok(t) if (1..=9999).contains(&t.year()) => Some(t),
+        // once converted to UTC could not be sent back as RFC 3339. The
+        // rule is on the date as written, so that the OpenAPI document can
+        // state it exactly (a pattern; see `http::openapi`): the first day
+        // with a positive offset and the last day with a negative one are
+        // refused, whatever the time.
+        Ok(t) if !at_the_edge_of_time(t.day(), t.month(), t.year(), t.offset().local_minus_utc()) => {
+            Some(t.with_timezone(&Utc))
+        }
         Ok(_) => {
-            errs.push(FieldError::new("dueDate", "must fall within the years 0001 to 9999 in UTC"));
+            errs.push(FieldError::new(
+                "dueDate",
+                "must fall within the years 0001 to 9999 in UTC: 0001-01-01 needs an offset <= 0, 9999-12-31 one >= 0",
+            ));
             None
         }
         Err(_) => {

@@ -5,6 +5,7 @@ mod accounts;
 mod cache;
 mod contract;
 mod faults;
+mod graphql;
 mod helpers;
 mod integrity;
 mod revocation;
