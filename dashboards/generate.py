@@ -97,7 +97,7 @@ DASHBOARDS = {
     ),
     "cache": (
         "Tollgate / Cache",
-        "Task-list cache: hit rate, misses, Redis errors.",
+        "Task-list and posts caches: hit rate, misses, Redis errors.",
         [
             ("Hit rate over time",
              "Share of cache look-ups served from the cache, per cache.", "percentunit", "timeseries",
@@ -113,6 +113,26 @@ DASHBOARDS = {
             ("Redis errors by operation",
              "Failed or timed-out Redis calls; each is answered from PostgreSQL instead.", "reqps", "timeseries",
              [(f'sum by (op) ({rate("dependency_errors_total", eq("dependency", "redis"))})', "{{op}}")]),
+        ],
+    ),
+    "graphql": (
+        "Tollgate / GraphQL",
+        "The blog API: operations by name and result, and the shared posts cache.",
+        [
+            ("Operations by name, type and result",
+             "GraphQL operations per second by the document's operation name (anonymous without one).", "ops",
+             "timeseries",
+             [(f'sum by (operation, type, result) ({rate("graphql_operations_total")})', "{{operation}} {{type}} {{result}}")]),
+            ("Error ratio by operation",
+             "Share of operations answered with errors (refused documents, BAD_USER_INPUT, NOT_FOUND, FORBIDDEN).",
+             "percentunit", "timeseries",
+             [(f'sum by (operation) ({rate("graphql_operations_total", eq("result", "error"))}) / sum by (operation) ({rate("graphql_operations_total")})',
+               "{{operation}}")]),
+            ("Posts cache hit ratio",
+             "Share of posts page look-ups served from Redis; every mutation starts a new generation.", "percentunit",
+             "timeseries",
+             [(f'sum({rate("cache_requests_total", eq("cache", "posts") + ", " + eq("result", "hit"))}) / sum({rate("cache_requests_total", eq("cache", "posts"))})',
+               "posts")]),
         ],
     ),
     "dependencies": (

@@ -6,8 +6,10 @@
 //! - `http`: routing, list-query parsing, `POST /tasks` body decoding and
 //!   validation, and `GET /tasks` response encoding for 20 and 100 tasks.
 //! - `revocation`: the decision from a Redis reply.
-//! - `service`: `GET /tasks` (cache hit) and `GET /healthz` through the
-//!   server's own request handler, in-process, against real Redis.
+//! - `service`: `GET /tasks` (cache hit), `GET /healthz` and a GraphQL page
+//!   of posts (parse, validate, execute; the page from the shared cache)
+//!   through the server's own request handler, in-process, against real
+//!   PostgreSQL and Redis.
 //! - `loopback`: the same two over a keep-alive TCP connection to a server
 //!   running on its own runtime, bound to port 0.
 //!
@@ -138,9 +140,27 @@ fn fixture() -> Option<Fixture> {
             r.headers_mut().insert("authorization", format!("Bearer {token}").parse().ok()?);
             st.handle(r).await;
         }
+        for i in 0..20 {
+            let q = format!(
+                r#"{{"query":"mutation {{ createPost(input: {{title: \"bench {i}\", content: \"c\"}}) {{ id }} }}"}}"#
+            );
+            st.handle(graphql(&q, &token)).await;
+        }
         Some(token)
     })?;
     Some(Fixture { app, token, rt })
+}
+
+/// The contract's page shape, smaller: 20 posts with authors, counts and 3
+/// comments each (what the `graphql-read` load scenario asks for).
+const POSTS_PAGE: &str = r#"{"query":"{ posts(first: 20) { items { id title commentCount author { id displayName } comments(first: 3) { items { id content } } } nextCursor } }"}"#;
+
+fn graphql(body: &str, token: &str) -> Request<Full<Bytes>> {
+    Request::post("/graphql")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap_or_default()
 }
 
 fn get(path: &str, token: Option<&str>) -> Request<Full<Bytes>> {
@@ -169,6 +189,14 @@ fn service_and_loopback(c: &mut Criterion) {
         b.to_async(&f.rt).iter(|| {
             let st = Arc::clone(&st);
             async move { st.handle(get("/healthz", None)).await.status() }
+        })
+    });
+    f.rt.block_on(st.handle(graphql(POSTS_PAGE, &token)));
+    g.bench_function("graphql_posts_page_20_cached", |b| {
+        b.to_async(&f.rt).iter(|| {
+            let st = Arc::clone(&st);
+            let req = graphql(POSTS_PAGE, &token);
+            async move { st.handle(req).await.status() }
         })
     });
     g.finish();

@@ -38,6 +38,18 @@ pub const REGISTRY: &[Def] = &[
     Def { name: "login", about: "POST /auth/login (Argon2id)", build: login_scenario, bans: false },
     Def { name: "refresh", about: "POST /auth/refresh, rotation on every call", build: refresh, bans: false },
     Def {
+        name: "graphql-read",
+        about: "POST /graphql: a cached page of 20 posts with authors, counts and 3 comments each",
+        build: graphql_read,
+        bans: false,
+    },
+    Def {
+        name: "graphql-write",
+        about: "POST /graphql: createPost, addComment, deletePost (each invalidates the shared page)",
+        build: graphql_write,
+        bans: false,
+    },
+    Def {
         name: "revocation",
         about: "victims banned and re-activated under load; counts accepted-after-ban",
         build: revocation,
@@ -342,6 +354,91 @@ pub fn miss_and_write(shared: &Arc<Shared>) -> Scenario {
                     send(&sh, user, GooseMethod::Get, "/tasks", "/tasks (after write)", Some(&t), None).await?;
                     send(&sh, user, GooseMethod::Delete, &path, "/tasks/{id}", Some(&t), None).await?;
                 }
+                Ok(())
+            })
+        },
+    ))
+}
+
+/// The page `graphql-read` asks for.
+const POSTS_PAGE: &str = "query Page { posts(first: 20) { items { id title commentCount author { id displayName } \
+    comments(first: 3) { items { id content author { displayName } } } } nextCursor } }";
+
+/// One GraphQL operation: its `data`, or a failure when it answered with
+/// `errors` (a 200 with errors is not a success) or not at all.
+async fn graphql(
+    sh: &Shared,
+    user: &mut GooseUser,
+    name: &str,
+    token: &str,
+    query: &str,
+    variables: serde_json::Value,
+) -> Result<Option<serde_json::Value>, Tx> {
+    let body = json!({"query": query, "variables": variables});
+    let mut r = send(sh, user, GooseMethod::Post, "/graphql", name, Some(token), Some(body)).await?;
+    if status(&r) != 200 {
+        return Ok(None);
+    }
+    let v: serde_json::Value = match r.response {
+        Ok(resp) => resp.json().await.unwrap_or_default(),
+        Err(_) => serde_json::Value::Null,
+    };
+    if v.get("errors").is_some() || v["data"].is_null() {
+        let first = v["errors"][0]["extensions"]["code"].as_str().unwrap_or("no data").to_owned();
+        user.set_failure(&format!("graphql errors: {first}"), &mut r.request, None, None)?;
+        return Ok(None);
+    }
+    Ok(Some(v["data"].clone()))
+}
+
+const CREATE_POST: &str = "mutation($t: String!) { createPost(input: {title: $t, content: \"load\"}) { id } }";
+const ADD_COMMENT: &str = "mutation($p: ID!) { addComment(input: {postId: $p, content: \"load\"}) { id } }";
+
+/// A cached page of posts, shared by every user. Each goose user first
+/// writes one post with three comments, so the page is full.
+pub fn graphql_read(shared: &Arc<Shared>) -> Scenario {
+    let seed = transaction(shared, "seed a post", |sh, user| {
+        Box::pin(async move {
+            let t = token(&sh, user).await?;
+            let title = json!({"t": format!("post of user {}", user.weighted_users_index)});
+            let created = graphql(&sh, user, "/graphql (createPost)", &t, CREATE_POST, title).await?;
+            if let Some(id) = created.as_ref().and_then(|d| d["createPost"]["id"].as_str()).map(str::to_owned) {
+                for _ in 0..3 {
+                    graphql(&sh, user, "/graphql (addComment)", &t, ADD_COMMENT, json!({ "p": id })).await?;
+                }
+            }
+            Ok(())
+        })
+    })
+    .set_on_start();
+    scenario!("graphql-read")
+        .register_transaction(adopt_account(shared))
+        .register_transaction(seed)
+        .register_transaction(transaction(shared, "posts page", |sh, user| {
+            Box::pin(async move {
+                let t = token(&sh, user).await?;
+                graphql(&sh, user, "/graphql (posts page)", &t, POSTS_PAGE, json!({})).await?;
+                Ok(())
+            })
+        }))
+}
+
+/// Mutations: each commits and replaces the shared page's tag.
+pub fn graphql_write(shared: &Arc<Shared>) -> Scenario {
+    scenario!("graphql-write").register_transaction(adopt_account(shared)).register_transaction(transaction(
+        shared,
+        "write cycle",
+        |sh, user| {
+            Box::pin(async move {
+                let t = token(&sh, user).await?;
+                let created =
+                    graphql(&sh, user, "/graphql (createPost)", &t, CREATE_POST, json!({"t": "load"})).await?;
+                let Some(id) = created.as_ref().and_then(|d| d["createPost"]["id"].as_str()).map(str::to_owned) else {
+                    return Ok(());
+                };
+                graphql(&sh, user, "/graphql (addComment)", &t, ADD_COMMENT, json!({ "p": id })).await?;
+                let del = "mutation($p: ID!) { deletePost(id: $p) }";
+                graphql(&sh, user, "/graphql (deletePost)", &t, del, json!({ "p": id })).await?;
                 Ok(())
             })
         },

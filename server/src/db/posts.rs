@@ -41,8 +41,8 @@ impl PostRow {
     }
 }
 
-/// A comment.
-#[derive(Debug, Clone, PartialEq)]
+/// A comment (cached with the page of posts it is among the first of).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommentRow {
     /// Id.
     pub id: i64,

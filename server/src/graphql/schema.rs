@@ -6,15 +6,16 @@
 //! user id, and the display name is derived from it. The first comments of
 //! every post of a page are fetched by the `posts` resolver itself, in one
 //! statement per distinct `comments(first:)` of the document (it looks
-//! ahead at the selection), so the count does not depend on timing. Other
+//! ahead at the selection), so the count does not depend on timing; they
+//! are cached with the page. Other
 //! paths to comments and a comment's `post` go through DataLoaders
 //! ([`FirstComments`], [`PostsById`]), which batch what arrives together.
 //! So a page costs a fixed number of statements whatever its size.
 //!
 //! # Cache
 //! `posts` pages are the [`Scope::Posts`] pages of `crate::cache`, shared by
-//! every user: the page's posts with their counts, read under the scope's
-//! generation tag. Every mutation sets a new tag after its commit and before
+//! every user: the page's posts with their counts and the first comments the
+//! document asked for, read under the scope's generation tag. Every mutation sets a new tag after its commit and before
 //! it answers, so no page loaded before a mutation is served after it.
 //! `post(id)` and comments come from PostgreSQL and are as fresh as it is.
 
@@ -134,6 +135,9 @@ fn text(field: &'static str, raw: &str, max: usize) -> Result<(), Fail> {
 struct CachedPage {
     items: Vec<PostRow>,
     next: Option<String>,
+    /// (post id, row limit, its first comments) for each limit the
+    /// document asked for (part of the page's shape).
+    comments: Vec<(i64, i64, Vec<CommentRow>)>,
 }
 
 /// The `Query` type.
@@ -152,9 +156,14 @@ impl Query {
         let g = gql(ctx);
         let limit = check_first(first)?;
         let after = after.as_deref().map(parse_cursor).transpose()?;
+        // The page's first comments are part of it (and of its shape):
+        // a cached page costs no statement at all, and every mutation,
+        // comments included, replaces the tag it is stored under.
+        let limits = comment_limits(ctx);
+        let joined: Vec<String> = limits.iter().map(i64::to_string).collect();
         let shape = match after {
-            Some((at, id)) => format!("f{limit}:a{}", cursor(at, id)),
-            None => format!("f{limit}:a"),
+            Some((at, id)) => format!("f{limit}:a{}:c{}", cursor(at, id), joined.join(",")),
+            None => format!("f{limit}:a:c{}", joined.join(",")),
         };
         let cache = &g.st.cache;
         let body = match cache.lookup_fresh(Scope::Posts, &shape).await {
@@ -169,7 +178,13 @@ impl Query {
                     } else {
                         None
                     };
-                    serde_json::to_vec(&CachedPage { items, next })
+                    let ids: Vec<i64> = items.iter().map(|p| p.id).collect();
+                    let mut comments = Vec::new();
+                    for l in limits.iter().filter(|_| !ids.is_empty()) {
+                        let found = db.first_comments(&ids, *l).await?;
+                        comments.extend(found.into_iter().map(|(post, c)| (post, *l, c)));
+                    }
+                    serde_json::to_vec(&CachedPage { items, next, comments })
                         .map(Bytes::from)
                         .map_err(|e| crate::http::error::ApiError::Internal(e.into()))
                 };
@@ -177,15 +192,7 @@ impl Query {
             }
         };
         let page: CachedPage = serde_json::from_slice(&body).map_err(|e| Fail::Internal(e.into()))?;
-        let ids: Vec<i64> = page.items.iter().map(|p| p.id).collect();
-        let mut first_comments = HashMap::new();
-        for limit in comment_limits(ctx) {
-            if ids.is_empty() {
-                break;
-            }
-            let found = g.st.db.first_comments(&ids, limit).await.map_err(Fail::from)?;
-            first_comments.extend(found.into_iter().map(|(post, c)| ((post, limit), c)));
-        }
+        let first_comments: PageComments = page.comments.into_iter().map(|(p, l, c)| ((p, l), c)).collect();
         let first_comments = Arc::new(first_comments);
         let items = page.items.into_iter().map(|row| Post { row, first_comments: Some(first_comments.clone()) });
         Ok(PostPage { items: items.collect(), next_cursor: page.next })
