@@ -36,16 +36,9 @@ else
   cargo build --locked -q -p tollgate -p tollgate-loadtest
 fi
 bin=target/$profile
-tmp=$(mktemp -d /tmp/tollgate-faults.XXXXXX)
-pids=()
-# A failed run keeps its server and load logs and prints where they are.
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
-  if [ "${failed:-0}" -eq 0 ]; then rm -rf "$tmp"; else echo "faults: logs kept in $tmp" >&2; fi
-}
-trap cleanup EXIT
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+start_run faults
 admin_email=faults-admin@tollgate.example; admin_password=faults-admin-password
 
 start_server() { # name redis_port [VAR=value ...]

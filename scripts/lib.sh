@@ -41,3 +41,17 @@ check() {
   local name=$1; shift
   if "$@"; then passed=$((passed + 1)); echo "ok    $name"; else failed=$((failed + 1)); echo "FAIL  $name"; fi
 }
+
+# start_run NAME: a temporary directory $tmp for one run's logs and an
+# empty pids array; on exit every pid is killed, and $tmp is removed unless
+# a check failed, in which case it is kept and its path printed.
+start_run() {
+  tmp=$(mktemp -d "/tmp/tollgate-$1.XXXXXX")
+  pids=()
+  run_name=$1
+  trap _end_run EXIT
+}
+_end_run() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  if [ "${failed:-0}" -eq 0 ]; then rm -rf "$tmp"; else echo "$run_name: logs kept in $tmp" >&2; fi
+}

@@ -35,13 +35,7 @@ if [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$requirements" ]; then
 fi
 
 cargo build --locked -q -p tollgate
-tmp=$(mktemp -d /tmp/tollgate-schemathesis.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
-  if [ "${failed:-0}" -eq 0 ]; then rm -rf "$tmp"; else echo "schemathesis: logs kept in $tmp" >&2; fi
-}
-trap cleanup EXIT
+start_run schemathesis
 
 redis_port=$(free_port); app_port=$(free_port)
 start_redis "$redis_port" "$tmp/redis.log"
