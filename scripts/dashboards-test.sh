@@ -6,7 +6,8 @@
 # 2. Prometheus (installed from Debian when missing) scrapes a real server
 #    every second on loopback, with the rules loaded.
 # 3. Traffic: every load scenario for a few seconds (hits, misses, logins,
-#    refreshes, bans), failed logins, and Redis stopped and restarted.
+#    refreshes, bans, GraphQL reads and writes), failed logins, failing
+#    GraphQL operations, and Redis stopped and restarted.
 # 4. Every panel query (variables substituted) and every rule is evaluated
 #    through Prometheus's HTTP API; `promtool check metrics` lints /metrics;
 #    every metric a dashboard reads must be exported (dashboards/check_live.py).
@@ -63,6 +64,11 @@ done
 token=$(curl -s -X POST "$app/auth/login" -H 'content-type: application/json' \
   -d '{"email":"loadtest-user-1@tollgate-loadtest.example","password":"loadtest-password-1"}' \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+# GraphQL operations that fail (the error-ratio panel needs an error).
+for _ in 1 2 3; do
+  curl -s -o /dev/null -X POST "$app/graphql" -H "authorization: Bearer $token" -H 'content-type: application/json' \
+    -d '{"query":"mutation Missing { deletePost(id: \"999999999\") }"}'
+done
 kill "$redis_pid"; sleep 0.5
 for _ in $(seq 1 20); do curl -s -o /dev/null -H "authorization: Bearer $token" "$app/tasks"; done
 start_redis "$redis_port" "$tmp/redis.log"
