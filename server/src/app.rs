@@ -155,23 +155,20 @@ impl Pipeline {
     }
 
     /// The authentication step the route table declares: the verified,
-    /// unrevoked caller, with the extra keys the route wants fetched in the
-    /// same Redis round trip.
+    /// unrevoked caller, with the keys of `plan` (the hot route's cache)
+    /// fetched in the same Redis round trip.
     async fn authenticate(
         &self,
-        route: Route,
         access: Access,
-        req: &hyper::http::request::Parts,
+        headers: &hyper::HeaderMap,
+        plan: Option<&tasks::ListPlan>,
     ) -> Result<Option<Caller>, ApiError> {
         if access == Access::Public {
             return Ok(None);
         }
         let st = &self.state;
-        let principal = st.tokens.verify_access(bearer(&req.headers)?).map_err(ApiError::invalid_token)?;
-        let extra = match route {
-            Route::ListTasks => tasks::list_keys(st, req.uri.query(), principal.user_id),
-            _ => Vec::new(),
-        };
+        let principal = st.tokens.verify_access(bearer(headers)?).map_err(ApiError::invalid_token)?;
+        let extra = plan.map(|p| p.keys(st, principal.user_id)).unwrap_or_default();
         let checked = st.revocation.check(&principal, &extra).await?;
         if access == Access::Admin && principal.role != Role::Admin {
             return Err(ApiError::Forbidden("This route is for administrators."));
@@ -193,10 +190,10 @@ impl Pipeline {
         // The head alone until the body is needed: `Parts` is `Sync`, so
         // borrowing it keeps this future `Send` for the job that runs it.
         let (head, body) = req.into_parts();
-        let caller = self.authenticate(route, access, &head).await?;
+        let plan = (route == Route::ListTasks).then(|| tasks::ListPlan::new(head.uri.query()));
+        let caller = self.authenticate(access, &head.headers, plan.as_ref()).await?;
         crate::http::check_declared_length(&head.headers)?;
-        let query = head.uri.query().map(str::to_owned);
-        let query = query.as_deref();
+        let query = head.uri.query();
         // A path id that is not a positive integer names nothing.
         let id = match id {
             Some(None) => return Err(ApiError::NotFound),
@@ -206,7 +203,7 @@ impl Pipeline {
         let st = &*self.state;
         let graphql_response =
             route == Route::Graphql && crate::graphql::wants_graphql_response(head.headers.get(hyper::header::ACCEPT));
-        let req = move || JsonBody::new(&head.headers, body);
+        let req = || JsonBody::new(&head.headers, body);
         // The route table declared who may call; a handler that needs a
         // caller on a route declared public is a bug in the table.
         let caller = move || {
@@ -217,7 +214,10 @@ impl Pipeline {
         // and each await layer moves it again) is as small as the hot
         // path's, not as large as the largest handler's.
         match route {
-            Route::ListTasks => tasks::list(st, caller()?, query).await,
+            Route::ListTasks => {
+                let plan = plan.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("GET /tasks without its plan")))?;
+                tasks::list(st, caller()?, plan).await
+            }
             Route::Healthz => Ok(ops::healthz()),
             Route::Metrics => Ok(ops::metrics(st)),
             Route::OpenApi => Ok(crate::http::json_bytes(hyper::StatusCode::OK, self.openapi.clone())),

@@ -23,22 +23,34 @@ fn encode(tasks: &[Task]) -> Result<Bytes, ApiError> {
     serde_json::to_vec(tasks).map(Bytes::from).map_err(|e| ApiError::Internal(e.into()))
 }
 
-/// The keys `GET /tasks` wants in the revocation round trip: the cache's tag
-/// and page for this query shape (none for a bad query, which is answered
-/// 400 once the token has passed).
-pub fn list_keys(st: &AppState, query: Option<&str>, uid: i64) -> Vec<String> {
-    match ListQuery::parse(query) {
-        Ok(q) => st.cache.keys(Scope::Tasks(uid), &q.shape()),
-        Err(_) => Vec::new(),
+/// A `GET /tasks` query, parsed once: the pipeline fetches its cache keys
+/// in the revocation round trip ([`ListPlan::keys`]), then the handler
+/// answers from the same plan. A bad query has no keys and is answered 400
+/// once the token has passed.
+pub struct ListPlan {
+    query: Result<ListQuery, ApiError>,
+    shape: String,
+}
+
+impl ListPlan {
+    /// Parses the query string.
+    pub fn new(query: Option<&str>) -> Self {
+        let query = ListQuery::parse(query);
+        let shape = query.as_ref().map(ListQuery::shape).unwrap_or_default();
+        Self { query, shape }
+    }
+
+    /// The cache's tag and page keys of this query shape for `uid`.
+    pub fn keys(&self, st: &AppState, uid: i64) -> Vec<String> {
+        if self.query.is_ok() { st.cache.keys(Scope::Tasks(uid), &self.shape) } else { Vec::new() }
     }
 }
 
 /// `GET /tasks`: the hot path. The cache's tag and page came back with the
 /// revocation check; a hit sends the stored bytes as they are.
-pub async fn list(st: &AppState, caller: Caller, query: Option<&str>) -> Result<Resp, ApiError> {
-    let q = ListQuery::parse(query)?;
-    let uid = caller.principal.user_id;
-    let shape = q.shape();
+pub async fn list(st: &AppState, caller: Caller, plan: ListPlan) -> Result<Resp, ApiError> {
+    let q = plan.query?;
+    let (uid, shape) = (caller.principal.user_id, plan.shape);
     match st.cache.lookup(Scope::Tasks(uid), &shape, caller.checked) {
         Lookup::Hit(body) => Ok(json_bytes(StatusCode::OK, body)),
         Lookup::Miss(fill) => {
