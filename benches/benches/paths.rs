@@ -1,11 +1,10 @@
 //! Criterion benches of each path's CPU cost, from the pieces to the whole:
 //!
-//! - `jwt`: sign a pair, verify an access token (HS256, the only algorithm
-//!   the server offers).
+//! - `jwt`, `http`, `revocation`: the CPU-bound operations of
+//!   `tollgate_benches::OPS` (sign and verify a JWT, routing, list-query
+//!   parsing, body decoding, response encoding for 20 and 100 tasks, the
+//!   revocation decision), the table the instruction counter also measures.
 //! - `password`: Argon2id hash and verify at the configured parameters.
-//! - `http`: routing, list-query parsing, `POST /tasks` body decoding and
-//!   validation, and `GET /tasks` response encoding for 20 and 100 tasks.
-//! - `revocation`: the decision from a Redis reply.
 //! - `service`: `GET /tasks` (cache hit), `GET /healthz` and a GraphQL page
 //!   of posts (parse, validate, execute; the page from the shared cache)
 //!   through the server's own request handler, in-process, against real
@@ -17,31 +16,32 @@
 //! and scripts/test.sh provide them); without them they say so and skip.
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
+use hyper::Request;
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 use tollgate::auth::password;
-use tollgate::auth::revocation::{is_revoked, parse_nbf};
-use tollgate::auth::token::TokenType;
-use tollgate::http::router::Router;
-use tollgate::metrics::Metrics;
-use tollgate::tasks::model::{ListQuery, NewTaskBody};
-use tollgate_benches::{NEW_TASK_BODY, access_token, sample_tasks, tokens};
+use tollgate_benches::{OPS, Pieces};
 
-fn jwt(c: &mut Criterion) {
-    let t = tokens();
-    let token = access_token(&t);
-    let mut g = c.benchmark_group("jwt");
-    g.bench_function("sign_pair", |b| {
-        b.iter(|| t.issue(black_box(42), 7, tollgate::auth::token::Role::User, "jti".into(), i64::MAX))
-    });
-    g.bench_function("verify_access", |b| b.iter(|| t.verify(black_box(&token), TokenType::Access)));
-    g.bench_function("verify_access_cached", |b| b.iter(|| t.verify_access(black_box(&token))));
-    g.finish();
+/// The CPU-bound operations of `tollgate_benches::OPS`, in their groups
+/// (the instruction counter measures the same table).
+fn pieces(c: &mut Criterion) {
+    let p = Pieces::new();
+    let mut groups: Vec<&str> = OPS.iter().map(|o| o.group).collect();
+    groups.dedup();
+    for group in groups {
+        let mut g = c.benchmark_group(group);
+        for op in OPS.iter().filter(|o| o.group == group) {
+            if op.elements > 0 {
+                g.throughput(Throughput::Elements(op.elements));
+            }
+            g.bench_function(op.bench, |b| b.iter(|| (op.run)(&p)));
+        }
+        g.finish();
+    }
 }
 
 fn passwords(c: &mut Criterion) {
@@ -54,43 +54,6 @@ fn passwords(c: &mut Criterion) {
     });
     g.bench_function("verify_argon2id", |b| {
         b.iter(|| password::verify_blocking(&argon, &hash, black_box("correct horse battery")))
-    });
-    g.finish();
-}
-
-fn http(c: &mut Criterion) {
-    let metrics = Metrics::new();
-    let router = Router::new(&metrics);
-    let mut g = c.benchmark_group("http");
-    g.bench_function("route_get_task", |b| {
-        b.iter(|| {
-            matches!(router.find(&Method::GET, black_box("/tasks/12345")), tollgate::http::router::Matched::Route(..))
-        })
-    });
-    g.bench_function("parse_list_query", |b| {
-        b.iter(|| ListQuery::parse(black_box(Some("limit=20&offset=40&completed=false"))))
-    });
-    g.bench_function("decode_new_task", |b| {
-        b.iter(|| serde_json::from_slice::<NewTaskBody>(black_box(NEW_TASK_BODY)).map(NewTaskBody::validate))
-    });
-    for n in [20usize, 100] {
-        let tasks = sample_tasks(n);
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::new("encode_tasks", n), &tasks, |b, tasks| {
-            b.iter(|| serde_json::to_vec(black_box(tasks)))
-        });
-    }
-    g.finish();
-}
-
-fn revocation(c: &mut Criterion) {
-    let mut g = c.benchmark_group("revocation");
-    let reply = b"1234567:a".to_vec();
-    g.bench_function("decide_from_redis_reply", |b| {
-        b.iter(|| {
-            let (blocked, min) = parse_nbf(black_box(&reply));
-            is_revoked(black_box(2_000_000), blocked, min, false)
-        })
     });
     g.finish();
 }
@@ -239,5 +202,5 @@ fn service_and_loopback(c: &mut Criterion) {
     f.rt.block_on(f.app.stop());
 }
 
-criterion_group!(benches, jwt, passwords, http, revocation, service_and_loopback);
+criterion_group!(benches, pieces, passwords, service_and_loopback);
 criterion_main!(benches);

@@ -7,60 +7,21 @@
 //!     instructions check BASELINE.json [--threshold PCT] [--out FILE]
 //!     instructions run OP N        (what measure runs under valgrind)
 //!
-//! Password hashing is left to criterion: 19 MiB of Argon2 under valgrind
-//! takes minutes and its cost is set by its parameters, not by our code.
+//! The operations are `tollgate_benches::OPS`, the same table criterion
+//! measures in wall time.
 
-use std::hint::black_box;
 use std::process::{Command, ExitCode};
-use tollgate::auth::revocation::{is_revoked, parse_nbf};
-use tollgate::auth::token::{Role, TokenType};
-use tollgate::http::router::Router;
-use tollgate::metrics::Metrics;
-use tollgate::tasks::model::{ListQuery, NewTaskBody};
 use tollgate_benches::gate::{Instructions, judge_instructions};
-use tollgate_benches::{NEW_TASK_BODY, access_token, sample_tasks, tokens};
+use tollgate_benches::{OPS, Pieces};
 
 const ITERATIONS: u64 = 200;
-const OPS: &[&str] = &[
-    "jwt_sign_pair",
-    "jwt_verify",
-    "jwt_verify_cached",
-    "route_get_task",
-    "parse_list_query",
-    "decode_new_task",
-    "encode_tasks_20",
-    "encode_tasks_100",
-    "revocation_decide",
-];
 
 /// Runs `op` `n` times after its set-up.
 fn run(op: &str, n: u64) -> Result<(), String> {
-    let t = tokens();
-    let token = access_token(&t);
-    let metrics = Metrics::new();
-    let router = Router::new(&metrics);
-    let (t20, t100) = (sample_tasks(20), sample_tasks(100));
-    let _ = t.verify_access(&token); // the cached case measures hits
+    let op = OPS.iter().find(|o| o.name == op).ok_or_else(|| format!("unknown operation {op}"))?;
+    let pieces = Pieces::new();
     for _ in 0..n {
-        match op {
-            "jwt_sign_pair" => drop(black_box(t.issue(black_box(42), 7, Role::User, "jti".into(), i64::MAX))),
-            "jwt_verify" => drop(black_box(t.verify(black_box(&token), TokenType::Access))),
-            "jwt_verify_cached" => drop(black_box(t.verify_access(black_box(&token)))),
-            "route_get_task" => drop(black_box(router.find(&hyper::Method::GET, black_box("/tasks/12345")))),
-            "parse_list_query" => {
-                drop(black_box(ListQuery::parse(black_box(Some("limit=20&offset=40&completed=false")))))
-            }
-            "decode_new_task" => drop(black_box(
-                serde_json::from_slice::<NewTaskBody>(black_box(NEW_TASK_BODY)).map(NewTaskBody::validate),
-            )),
-            "encode_tasks_20" => drop(black_box(serde_json::to_vec(black_box(&t20)))),
-            "encode_tasks_100" => drop(black_box(serde_json::to_vec(black_box(&t100)))),
-            "revocation_decide" => {
-                let (blocked, min) = parse_nbf(black_box(b"1234567:a"));
-                black_box(is_revoked(black_box(2_000_000), blocked, min, false));
-            }
-            other => return Err(format!("unknown operation {other}")),
-        }
+        (op.run)(&pieces);
     }
     Ok(())
 }
@@ -90,8 +51,8 @@ fn count(op: &str, n: u64) -> Result<u64, String> {
 fn measure() -> Result<Instructions, String> {
     let mut r = Instructions::default();
     for op in OPS {
-        let (base, full) = (count(op, 0)?, count(op, ITERATIONS)?);
-        r.per_op.insert((*op).to_owned(), full.saturating_sub(base) / ITERATIONS);
+        let (base, full) = (count(op.name, 0)?, count(op.name, ITERATIONS)?);
+        r.per_op.insert(op.name.to_owned(), full.saturating_sub(base) / ITERATIONS);
     }
     Ok(r)
 }
