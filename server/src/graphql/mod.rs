@@ -281,23 +281,44 @@ fn add_code(e: &mut ServerError, executed: bool) {
     if code_of(e).is_some() {
         return;
     }
+    let field = input_field(&e.message);
     let code = if executed {
         "INTERNAL_SERVER_ERROR"
     } else if e.message == "Query is nested too deep." || e.message == "Query is too complex." {
         "QUERY_TOO_COMPLEX"
-    } else if ["Invalid value for argument", "Variable ", "Expected input type"]
-        .iter()
-        .any(|p| e.message.starts_with(p))
-    {
+    } else if field.is_some() {
         "BAD_USER_INPUT"
     } else {
         "GRAPHQL_VALIDATION_FAILED"
     };
-    e.extensions.get_or_insert_with(Default::default).set("code", code);
+    let ext = e.extensions.get_or_insert_with(Default::default);
+    ext.set("code", code);
+    if let (Some(f), false) = (field, executed) {
+        ext.set("field", f);
+    }
+}
+
+/// The argument or variable a refused input names: `Invalid value for
+/// argument "first", ...` or `Variable "$f" ...` (async-graphql's wording).
+/// Only such errors are `BAD_USER_INPUT`, so each carries its field.
+fn input_field(message: &str) -> Option<String> {
+    let rest =
+        message.strip_prefix("Invalid value for argument \"").or_else(|| message.strip_prefix("Variable \"$"))?;
+    rest.split('"').next().filter(|f| !f.is_empty()).map(str::to_owned)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn refused_inputs_name_their_field() {
+        assert_eq!(
+            super::input_field(r#"Invalid value for argument "first", expected type "Int""#).as_deref(),
+            Some("first")
+        );
+        assert_eq!(super::input_field(r#"Variable "$f" is not defined"#).as_deref(), Some("f"));
+        assert_eq!(super::input_field(r#"Expected input type "Int", found "x"."#), None);
+    }
+
     #[test]
     fn docs_schema_graphql_is_the_served_schema() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/schema.graphql");

@@ -129,7 +129,12 @@ async fn graphql_over_http_statuses_and_content_types() {
     let bad_var = json!({"query": "query($f: Int!) { posts(first: $f) { nextCursor } }", "variables": {"f": "x"}});
     let r = send(bad_var, None).await.expect("request");
     assert_eq!(r.status(), 400, "variables that do not fit are refused before execution");
-    assert_eq!(code(&r.json::<Value>().await.expect("json")), "BAD_USER_INPUT");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!((code(&body), body["errors"][0]["extensions"]["field"].as_str()), ("BAD_USER_INPUT", Some("first")));
+    for e in body["errors"].as_array().expect("errors") {
+        let c = e["extensions"]["code"].as_str().expect("every error has a code");
+        assert!(c != "BAD_USER_INPUT" || e["extensions"]["field"].is_string(), "{e}");
+    }
     let r = send(json!({"query": "{ me { id } }"}), Some("application/graphql-response+json")).await.expect("req");
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/graphql-response+json");
@@ -154,10 +159,15 @@ async fn deep_or_costly_documents_are_refused_before_execution_and_the_page_shap
     let shape = "{ posts(first: 50) { items { id title author { id displayName } commentCount
         comments(first: 5) { items { id content author { displayName } createdAt } nextCursor } } nextCursor } }";
     app.gql_ok(&u.access, shape, json!({})).await;
+    // 10 levels is within the contract's limit; 11 is not.
+    let ten = "{ posts(first: 1) { items { comments(first: 1) { items { post { comments(first: 1) { items { post { id } } } } } } } } }";
+    app.gql_ok(&u.access, ten, json!({})).await;
     // 11 levels: post -> comments -> items -> post -> ...
-    let deep = "{ posts { items { comments { items { post { comments { items { post { comments { items { id } } } } } } } } } } }";
+    let deep = "{ posts(first: 1) { items { comments(first: 1) { items { post { comments(first: 1) { items { post \
+        { comments(first: 1) { items { id } } } } } } } } } } }";
     let (status, body) = app.gql(&u.access, deep, json!({})).await;
     assert_eq!((status, code(&body)), (400, "QUERY_TOO_COMPLEX"), "{body}");
+    assert!(body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("deep")), "refused for depth: {body}");
     let costly = "{ posts(first: 50) { items { comments(first: 50) { items { post { comments(first: 50) { items { id } } } } } } } }";
     let (status, body) = app.gql(&u.access, costly, json!({})).await;
     assert_eq!((status, code(&body)), (400, "QUERY_TOO_COMPLEX"), "{body}");
