@@ -43,15 +43,19 @@ check() {
 }
 
 # start_run NAME: a temporary directory $tmp for one run's logs and an
-# empty pids array; on exit every pid is killed, and $tmp is removed unless
-# a check failed, in which case it is kept and its path printed.
+# empty pids array; on exit every pid is killed, then each command of
+# end_hooks runs (e.g. dropping a database the run made), and $tmp is
+# removed unless a check failed, in which case it is kept and its path
+# printed.
 start_run() {
   tmp=$(mktemp -d "/tmp/tollgate-$1.XXXXXX")
   pids=()
+  end_hooks=()
   run_name=$1
   trap _end_run EXIT
 }
 _end_run() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  for h in "${end_hooks[@]}"; do eval "$h" || true; done
   if [ "${failed:-0}" -eq 0 ]; then rm -rf "$tmp"; else echo "$run_name: logs kept in $tmp" >&2; fi
 }

@@ -11,7 +11,8 @@
 #    requests accepted and invalid ones refused, auth really required.
 #
 # The tools live in a virtual environment under target/ (pinned versions,
-# installed from PyPI on first use). Loopback only; bounded by
+# installed from PyPI on first use). The server under test gets a database
+# of its own, dropped afterwards. Loopback only; bounded by
 # SCHEMATHESIS_EXAMPLES per operation (default 100) and by a 10-minute
 # timeout. SCHEMATHESIS_SEED replays a run. Needs DATABASE_URL and REDIS_URL:
 # run it under scripts/with-services.sh.
@@ -37,13 +38,23 @@ fi
 cargo build --locked -q -p tollgate
 start_run schemathesis
 
+# A database of its own: the run bans, deletes and writes at random, and
+# the steps after it (the fault scenarios) must find the accounts they made.
+command -v psql >/dev/null || scripts/services.sh apt postgresql-client
+fuzz_db=tollgate_fuzz_$$_$RANDOM
+base_url=${DATABASE_URL%%\?*}; url_query=${DATABASE_URL#"$base_url"}
+fuzz_url=${base_url%/*}/$fuzz_db$url_query
+psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE $fuzz_db" \
+  || { echo "cannot create the fuzz database (needs CREATEDB on DATABASE_URL's server)"; exit 1; }
+end_hooks+=("psql \"\$DATABASE_URL\" -qc 'DROP DATABASE IF EXISTS $fuzz_db' >/dev/null")
+
 redis_port=$(free_port); app_port=$(free_port)
 start_redis "$redis_port" "$tmp/redis.log"
 # The run sends wrong passwords for addresses it has seen: with the
 # default limit the fuzz account would be locked out (rule 8 working) and
 # every later operation would test nothing but 401s.
 admin_email=st-admin@tollgate.example admin_password=st-admin-password-$RANDOM
-BIND_ADDR=127.0.0.1:$app_port REDIS_URL=redis://127.0.0.1:$redis_port REDIS_KEY_PREFIX=st$RANDOM \
+BIND_ADDR=127.0.0.1:$app_port DATABASE_URL=$fuzz_url REDIS_URL=redis://127.0.0.1:$redis_port REDIS_KEY_PREFIX=st$RANDOM \
   LOGIN_MAX_FAILURES=1000000 ADMIN_EMAIL=$admin_email ADMIN_PASSWORD=$admin_password RUST_LOG=warn target/debug/tollgate >"$tmp/server.log" 2>&1 &
 pids+=($!)
 app=http://127.0.0.1:$app_port
