@@ -173,6 +173,13 @@ fn answer(status: StatusCode, body: &Value, graphql_response: bool) -> Result<Re
     Ok(r)
 }
 
+/// A request refused before any operation could be named or run: 400
+/// `{errors}`, counted as an anonymous failed query.
+fn refused(st: &AppState, errors: Vec<Value>, graphql_response: bool) -> Result<Resp, ApiError> {
+    st.metrics.graphql_operation("anonymous", "query", false);
+    answer(StatusCode::BAD_REQUEST, &json!({ "errors": errors }), graphql_response)
+}
+
 /// Whether `Accept` asks for `application/graphql-response+json`.
 pub fn wants_graphql_response(accept: Option<&HeaderValue>) -> bool {
     accept.and_then(|v| v.to_str().ok()).is_some_and(|a| {
@@ -198,16 +205,10 @@ where
             let errors: Vec<Value> = errs.iter().map(|FieldError { field, message }| {
                 json!({"message": format!("{field}: {message}"), "extensions": {"code": "BAD_REQUEST", "field": field}})
             }).collect();
-            st.metrics.graphql_operation("anonymous", "query", false);
-            return answer(StatusCode::BAD_REQUEST, &json!({ "errors": errors }), graphql_response);
+            return refused(st, errors, graphql_response);
         }
         Err(ApiError::BadRequest(m)) => {
-            st.metrics.graphql_operation("anonymous", "query", false);
-            return answer(
-                StatusCode::BAD_REQUEST,
-                &json!({"errors": [request_error(&m, "BAD_REQUEST")]}),
-                graphql_response,
-            );
+            return refused(st, vec![request_error(&m, "BAD_REQUEST")], graphql_response);
         }
         Err(e) => return Err(e),
     };
@@ -222,9 +223,7 @@ where
     // and type for the metric, and to answer a parse error as a 400.
     let (name, kind) = match request.parsed_query() {
         Err(e) => {
-            st.metrics.graphql_operation("anonymous", "query", false);
-            let errors = json!({"errors": [request_error(&e.message, "GRAPHQL_PARSE_FAILED")]});
-            return answer(StatusCode::BAD_REQUEST, &errors, graphql_response);
+            return refused(st, vec![request_error(&e.message, "GRAPHQL_PARSE_FAILED")], graphql_response);
         }
         Ok(doc) => {
             let op = match (&doc.operations, body.operation_name.as_deref()) {

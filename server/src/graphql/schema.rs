@@ -98,6 +98,20 @@ fn cursor(at: chrono::DateTime<Utc>, id: i64) -> String {
     format!("{}:{id}", at.timestamp_micros())
 }
 
+/// `items` were fetched with one more than `limit` to learn whether a next
+/// page exists: cuts them to `limit` and returns the cursor of the last
+/// kept item when there is more.
+fn cut_page<T>(items: &mut Vec<T>, limit: i64, key: impl Fn(&T) -> (chrono::DateTime<Utc>, i64)) -> Option<String> {
+    if items.len() as i64 <= limit {
+        return None;
+    }
+    items.truncate(limit as usize);
+    items.last().map(|item| {
+        let (at, id) = key(item);
+        cursor(at, id)
+    })
+}
+
 fn parse_cursor(s: &str) -> Result<(chrono::DateTime<Utc>, i64), Fail> {
     let bad = || Fail::input("after", "is not a cursor this API returned");
     let (at, id) = s.split_once(':').ok_or_else(bad)?;
@@ -172,12 +186,7 @@ impl Query {
                 let db = &g.st.db;
                 let load = async move {
                     let mut items = db.posts_page(after, limit + 1).await?;
-                    let next = if items.len() as i64 > limit {
-                        items.truncate(limit as usize);
-                        items.last().map(|p| cursor(p.created_at, p.id))
-                    } else {
-                        None
-                    };
+                    let next = cut_page(&mut items, limit, |p| (p.created_at, p.id));
                     let ids: Vec<i64> = items.iter().map(|p| p.id).collect();
                     let mut comments = Vec::new();
                     for l in limits.iter().filter(|_| !ids.is_empty()) {
@@ -307,12 +316,7 @@ impl Post {
             None => g.comments.load_one(key).await.map_err(Fail::from)?.unwrap_or_default(),
             Some(c) => g.st.db.comments_after(self.row.id, c, limit + 1).await.map_err(Fail::from)?,
         };
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|c| cursor(c.created_at, c.id))
-        } else {
-            None
-        };
+        let next = cut_page(&mut items, limit, |c| (c.created_at, c.id));
         Ok(CommentPage { items: items.into_iter().map(Comment).collect(), next_cursor: next })
     }
 }
