@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README, .ci/run): installs PostgreSQL and Redis when
+# The test command (README, .ci/run): checks the server's module layers
+# against its crate doc (scripts/layers.py), installs PostgreSQL and Redis when
 # missing, starts throwaway instances on free ports, runs every test of the
 # workspace against them, then the dashboards test against a live Prometheus
 # (installed when missing), then the server against its OpenAPI document
@@ -11,6 +12,7 @@
 # mode) and builds the examples. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python3 scripts/layers.py server/src
 exec scripts/with-services.sh bash -c \
   'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh && scripts/schemathesis.sh && PROFILE=debug scripts/faults.sh all \
    && scripts/deny.sh && scripts/fuzz.sh 10' \

@@ -27,56 +27,72 @@ USAGE: tollgate [--config FILE] [--print-config] [--settings-table] [--openapi] 
 SETTINGS (environment variables; defaults in README.md or --settings-table):
 ";
 
-fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
+/// What the command line asks for.
+enum Invocation {
+    /// Print this text and exit 0 (`--help`, `--openapi`, ...).
+    Print(String),
+    /// Load the configuration from `file` (and the environment); print it
+    /// redacted and exit when `print_config`, else serve.
+    Serve { file: Option<String>, print_config: bool },
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Invocation, String> {
     let mut file = std::env::var("CONFIG_FILE").ok().filter(|f| !f.is_empty());
-    let mut print = false;
+    let mut print_config = false;
     while let Some(a) = args.next() {
-        match a.as_str() {
-            "--print-config" => print = true,
-            "--config" => match args.next() {
-                Some(f) => file = Some(f),
-                None => return usage("--config needs a file"),
-            },
-            "-h" | "--help" => {
-                print!("{HELP}{}", config::settings_help());
-                return ExitCode::SUCCESS;
+        let text = match a.as_str() {
+            "--print-config" => {
+                print_config = true;
+                continue;
             }
-            "--settings-table" => {
-                print!("{}", config::settings_table());
-                return ExitCode::SUCCESS;
+            "--config" => {
+                file = Some(args.next().ok_or("--config needs a file")?);
+                continue;
             }
-            "--openapi" => {
-                print!("{}", tollgate::http::openapi::render());
-                return ExitCode::SUCCESS;
-            }
-            "--graphql-schema" => {
-                print!("{}", tollgate::graphql::sdl());
-                return ExitCode::SUCCESS;
-            }
-            other => return usage(&format!("unknown argument {other:?}")),
-        }
+            "-h" | "--help" => format!("{HELP}{}", config::settings_help()),
+            "--settings-table" => config::settings_table(),
+            "--openapi" => tollgate::http::openapi::render(),
+            "--graphql-schema" => tollgate::graphql::sdl(),
+            other => return Err(format!("unknown argument {other:?}")),
+        };
+        return Ok(Invocation::Print(text));
     }
-    let file_values = match &file {
+    Ok(Invocation::Serve { file, print_config })
+}
+
+/// Defaults, then the file, then the environment; every bad value is
+/// reported before the process exits.
+fn load_config(file: Option<&str>) -> Result<Config, ExitCode> {
+    let file_values = match file {
         None => Default::default(),
-        Some(path) => {
-            match std::fs::read_to_string(path).map_err(|e| e.to_string()).and_then(|t| config::parse_file(&t)) {
-                Ok(v) => v,
-                Err(e) => return usage(&format!("config file {path}: {e}")),
-            }
-        }
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| config::parse_file(&t))
+            .map_err(|e| usage(&format!("config file {path}: {e}")))?,
     };
-    let config = match Config::from_source(&Layered(Env, file_values)) {
+    Config::from_source(&Layered(Env, file_values)).map_err(|errors| {
+        eprintln!("tollgate: invalid configuration:");
+        for e in errors {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(EX_USAGE)
+    })
+}
+
+fn main() -> ExitCode {
+    let (file, print_config) = match parse_args(std::env::args().skip(1)) {
+        Ok(Invocation::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Serve { file, print_config }) => (file, print_config),
+        Err(e) => return usage(&e),
+    };
+    let config = match load_config(file.as_deref()) {
         Ok(c) => c,
-        Err(errors) => {
-            eprintln!("tollgate: invalid configuration:");
-            for e in errors {
-                eprintln!("  {e}");
-            }
-            return ExitCode::from(EX_USAGE);
-        }
+        Err(code) => return code,
     };
-    if print {
+    if print_config {
         print!("{}", config.redacted());
         return ExitCode::SUCCESS;
     }
@@ -84,6 +100,11 @@ fn main() -> ExitCode {
     if config.uses_dev_secret() {
         tracing::warn!("JWT_SECRET is unset: using the development secret; never do this in production");
     }
+    serve(config)
+}
+
+/// Runs the server until SIGTERM or Ctrl-C.
+fn serve(config: Config) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

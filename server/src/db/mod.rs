@@ -17,6 +17,7 @@ pub mod sessions;
 pub mod tasks;
 pub mod users;
 
+use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 use bb8_postgres::PostgresConnectionManager;
@@ -202,6 +203,16 @@ pub enum DbError {
     /// The server or the connection said no.
     #[error("PostgreSQL: {0}")]
     Pg(#[from] tokio_postgres::Error),
+}
+
+/// Storage knows which failures mean "PostgreSQL is unavailable" (503) and
+/// which mean "this statement is wrong" (500); the statuses themselves stay
+/// with [`ApiError`]. The conversion lives here, not in `http::error`, so
+/// the HTTP layer below never imports storage.
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        if e.is_unavailable() { Self::Unavailable(e.into()) } else { Self::Internal(e.into()) }
+    }
 }
 
 impl DbError {

@@ -154,9 +154,9 @@ struct GqlBody {
     variables: Option<serde_json::Map<String, Value>>,
     #[serde(default, rename = "operationName")]
     operation_name: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    extensions: Option<serde_json::Map<String, Value>>,
+    /// Accepted (the contract lists it) and type-checked, not used.
+    #[serde(default, rename = "extensions")]
+    _extensions: Option<serde_json::Map<String, Value>>,
 }
 
 /// One `{errors}` entry of a request that was not executed.

@@ -200,12 +200,6 @@ impl ApiError {
     }
 }
 
-impl From<crate::db::DbError> for ApiError {
-    fn from(e: crate::db::DbError) -> Self {
-        if e.is_unavailable() { Self::Unavailable(e.into()) } else { Self::Internal(e.into()) }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
