@@ -2,7 +2,7 @@
 """Checks the dashboards and rules against a live Prometheus that scrapes a
 live Tollgate server (scripts/dashboards-test.sh sets both up).
 
-    check_live.py PROMETHEUS_URL METRICS_TEXT_FILE JOB
+    check_live.py PROMETHEUS_URL METRICS_TEXT_FILE[,FILE...] JOB
 
 - every panel query of every dashboard, variables substituted, must succeed
   and return at least one series (a panel showing "no data" after real
@@ -10,8 +10,12 @@ live Tollgate server (scripts/dashboards-test.sh sets both up).
 - every rule must be loaded and healthy; every recording rule must return
   data, and so must the measured side of every alert (the part before its
   comparison: an alert that is not firing returns nothing by design);
-- every metric a dashboard or rule reads must be one the server exports (or
-  a recording rule).
+- every annotation query must have returned data over the last 10 minutes
+  (a range query, as Grafana asks: the load-test annotations mark scenarios
+  that have ended);
+- every metric a dashboard or rule reads must be one the server (or the
+  load generator, whose exposition is the second file) exports, or a
+  recording rule.
 
 Prints one line per check, each panel's value, and "N passed, N failed".
 """
@@ -27,6 +31,7 @@ ROOT = Path(__file__).resolve().parent
 PROMQL_WORDS = {
     "sum", "by", "rate", "increase", "histogram_quantile", "label_replace", "and", "on", "or", "unless",
     "without", "le", "ignoring", "group_left", "group_right", "offset", "bool", "avg", "max", "min", "count",
+    "last_over_time",
 }
 
 
@@ -39,9 +44,21 @@ def query(prom, expr):
         return json.load(e)
 
 
+def query_range(prom, expr, seconds=600):
+    import time
+    now = time.time()
+    params = {"query": expr, "start": now - seconds, "end": now, "step": "1"}
+    url = f"{prom}/api/v1/query_range?" + urllib.parse.urlencode(params)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:
+        return json.load(e)
+
+
 def substitute(expr, job):
     return (expr.replace("$__rate_interval", "1m").replace("$__range", "5m")
-            .replace('"$job"', f'"{job}"').replace('"$instance"', '".+"'))
+            .replace('"$job"', f'"{job}"').replace('"$instance"', '".+"').replace('"$run_id"', '".+"'))
 
 
 def metric_names(expr):
@@ -64,7 +81,8 @@ def value_of(result):
 def main():
     prom, metrics_file, job = sys.argv[1], sys.argv[2], sys.argv[3]
     exported = set()
-    for line in Path(metrics_file).read_text().splitlines():
+    text = "\n".join(Path(f).read_text() for f in metrics_file.split(","))
+    for line in text.splitlines():
         if line.startswith("# TYPE "):
             name, kind = line.split()[2:4]
             exported.add(name)
@@ -90,6 +108,14 @@ def main():
         dash = json.loads(f.read_text())
         vars_ = {v["name"] for v in dash["templating"]["list"]}
         check({"datasource", "job", "instance"} <= vars_, f"{f.name}: datasource, job and instance variables")
+        for a in dash.get("annotations", {}).get("list", []):
+            unknown = metric_names(a["expr"]) - exported - recorded
+            check(not unknown, f"{f.name} / annotation {a['name']}: reads only exported metrics {sorted(unknown) or ''}")
+            r = query_range(prom, substitute(a["expr"], job))
+            ok = r.get("status") == "success" and len(r["data"]["result"]) > 0
+            n = len(r.get("data", {}).get("result", []))
+            check(ok, f"{f.name} / annotation {a['name']}: marked {n} scenario runs in the last 10 minutes"
+                      + ("" if ok else f" -- {r.get('error', 'no series')}"))
         for p in dash["panels"]:
             check(bool(p.get("description")) and bool(p["fieldConfig"]["defaults"].get("unit")),
                   f"{f.name} / {p['title']}: has a description and a unit")

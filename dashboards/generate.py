@@ -150,6 +150,65 @@ DASHBOARDS = {
     ),
 }
 
+# The load generator's own series (tollgate-loadtest --metrics-addr),
+# filtered by run, beside the server's. Generators of one run share its
+# run_id, so N of them add up here.
+LT = 'run_id=~"$run_id"'
+DASHBOARDS["loadtest"] = (
+    "Tollgate / Load test",
+    "A load run as the generator saw it, beside what the server saw; each scenario of a run is an annotation.",
+    [
+        ("Generator requests per second by scenario and request",
+         "What the load generator sent and got answered, per request name.", "reqps", "timeseries",
+         [(f"sum by (scenario, request) (rate(loadtest_requests_total{{{LT}}}[{RI}]))", "{{scenario}} {{request}}")]),
+        ("Generator and server request rates",
+         "The generator's answered requests beside the server's own count: a gap is traffic lost in between, "
+         "or another client.", "reqps", "timeseries",
+         [(f"sum(rate(loadtest_requests_total{{{LT}}}[{RI}]))", "generator"),
+          (f"sum({rate('http_requests_total')})", "server")]),
+        ("Latency p50 / p99: generator and server",
+         "The generator's measured latency (network and queueing included) beside the server's own histogram.",
+         "s", "timeseries",
+         [(f"histogram_quantile({q}, sum by (le) (rate(loadtest_request_duration_seconds_bucket{{{LT}}}[{RI}])))",
+           f"generator p{int(q * 100)}") for q in (0.5, 0.99)]
+         + [(f"histogram_quantile(0.99, sum by (le) ({rate('http_request_duration_seconds_bucket')}))", "server p99")]),
+        ("Generator answers by class",
+         "2xx, 4xx, 5xx and transport errors as the generator saw them.", "reqps", "timeseries",
+         [(f"sum by (class) (rate(loadtest_requests_total{{{LT}}}[{RI}]))", "{{class}}")]),
+        ("Target and achieved rate",
+         "The open model's scheduled rate (0 in the closed model) and what was answered in the last second "
+         "(gauges of the generator; the last value in each interval, so a finished run still shows).",
+         "reqps", "timeseries",
+         [(f"sum by (scenario) (last_over_time(loadtest_target_rps{{{LT}}}[{RI}]))", "{{scenario}} target"),
+          (f"sum by (scenario) (last_over_time(loadtest_achieved_rps{{{LT}}}[{RI}]))", "{{scenario}} achieved")]),
+        ("Server cache hit ratio during the run",
+         "Share of the server's cache look-ups served from the cache, per cache.", "percentunit", "timeseries",
+         [(f'sum by (cache) ({rate("cache_requests_total", eq("result", "hit"))}) / sum by (cache) ({rate("cache_requests_total")})',
+           "{{cache}}")]),
+        ("Server revocation checks by source and result",
+         "Where the server answered revocation during the run: redis (one round trip) or db (PostgreSQL).",
+         "reqps", "timeseries",
+         [(f'sum by (source, result) ({rate("revocation_checks_total")})', "{{source}} {{result}}")]),
+    ],
+)
+EXTRA_VARIABLES = {
+    "loadtest": [
+        {"name": "run_id", "label": "Load run", "type": "query",
+         "datasource": {"type": "prometheus", "uid": "${datasource}"},
+         "query": {"query": "label_values(loadtest_requests_total, run_id)", "refId": "run_id"},
+         "definition": "label_values(loadtest_requests_total, run_id)", "refresh": 2, "includeAll": True,
+         "multi": True, "current": {}},
+    ],
+}
+ANNOTATIONS = {
+    "loadtest": [
+        {"name": "Load test scenarios", "enable": True, "iconColor": "rgba(255, 96, 96, 1)",
+         "datasource": {"type": "prometheus", "uid": "${datasource}"},
+         "expr": f"loadtest_scenario_running{{{LT}}} == 1", "step": "1s",
+         "titleFormat": "{{scenario}}", "textFormat": "run {{run_id}}", "tagKeys": "run_id,scenario"},
+    ],
+}
+
 
 def panel(pid, x, y, title, description, unit, kind, targets):
     p = {
@@ -171,7 +230,7 @@ def panel(pid, x, y, title, description, unit, kind, targets):
     return p
 
 
-def variables():
+def variables(uid):
     return {"list": [
         {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
          "current": {}, "hide": 0},
@@ -184,7 +243,7 @@ def variables():
          "query": {"query": 'label_values(http_requests_total{job=~"$job"}, instance)', "refId": "instance"},
          "definition": 'label_values(http_requests_total{job=~"$job"}, instance)', "refresh": 2,
          "includeAll": True, "multi": True, "current": {}},
-    ]}
+    ] + EXTRA_VARIABLES.get(uid, [])}
 
 
 def dashboard(uid, title, description, panels):
@@ -201,7 +260,8 @@ def dashboard(uid, title, description, panels):
         "version": 1,
         "refresh": "10s",
         "time": {"from": "now-30m", "to": "now"},
-        "templating": variables(),
+        "templating": variables(uid),
+        "annotations": {"list": ANNOTATIONS.get(uid, [])},
         "panels": out,
     }
 

@@ -38,6 +38,8 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Compare two summaries (baseline, current); exit 2 on a regression.
     Compare(CompareArgs),
+    /// Draw the HTML report of a summary again.
+    Report(ReportArgs),
     /// Merge the summaries of generators that ran at the same time.
     Merge(MergeArgs),
     /// Unknown email vs wrong password: do their login times differ?
@@ -114,6 +116,30 @@ pub struct RunArgs {
     /// ... and its error rate (percent) at or below this [default: 1].
     #[arg(long, help_heading = "Open model")]
     pub knee_max_error_pct: Option<f64>,
+    /// The run's id, the `run_id` label of the generator's metrics
+    /// [default: the start time and a random suffix].
+    #[arg(long, help_heading = "Live")]
+    pub run_id: Option<String>,
+    /// Serve the generator's Prometheus metrics on ADDR (e.g.
+    /// 127.0.0.1:9464; port 0 picks one and prints it) while the run lasts.
+    #[arg(long, value_name = "ADDR", help_heading = "Live")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep serving them this many seconds after the run (the last scrape).
+    #[arg(long, default_value_t = 15, help_heading = "Live")]
+    pub metrics_linger_secs: u64,
+    /// A progress line on stderr every N seconds (0: none; goose's
+    /// --quiet silences it too).
+    #[arg(long, default_value_t = 5, help_heading = "Live")]
+    pub progress_secs: u64,
+    /// Fail (exit 2) a scenario whose server-side cache hit ratio is below
+    /// RATIO: `0.9`, or per scenario `cached-read=0.95,graphql-read=0.9`.
+    /// Scenarios without cached requests are not judged unless named.
+    #[arg(long, value_name = "GATES", value_parser = crate::probe::parse_gates, help_heading = "Server gates")]
+    pub min_hit_ratio: Option<crate::probe::Gates>,
+    /// Fail (exit 2) a scenario in which PostgreSQL answered more than
+    /// RATIO of the revocation checks (Redis should answer them).
+    #[arg(long, value_name = "GATES", value_parser = crate::probe::parse_gates, help_heading = "Server gates")]
+    pub max_db_check_share: Option<crate::probe::Gates>,
     /// Check every option, then exit 0 without running anything (the
     /// scripts call this before they start services).
     #[arg(long, help_heading = "Harness")]
@@ -136,6 +162,36 @@ pub struct CompareArgs {
     /// Largest allowed rise of p99, percent.
     #[arg(long, default_value_t = 10.0)]
     pub max_p99_rise: f64,
+    /// text (a terminal table), md (Markdown for a pull-request comment,
+    /// the verdict first) or junit (XML, a test case per scenario, request
+    /// and metric).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CompareFormat,
+    /// Compare runs whose settings (users, run time, rates, accounts,
+    /// CPUs, ...) differ; without it such a comparison is refused (exit 3).
+    #[arg(long)]
+    pub allow_different_settings: bool,
+}
+
+/// How `compare` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareFormat {
+    /// A terminal table.
+    Text,
+    /// Markdown.
+    Md,
+    /// JUnit XML.
+    Junit,
+}
+
+/// `report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// The summary.
+    pub summary: PathBuf,
+    /// Where the HTML goes [default: report.html beside the summary].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `merge`.
@@ -172,7 +228,7 @@ fn parse_generator(s: &str) -> Result<(usize, usize), String> {
 /// lone `--` (the older way to pass goose's options) is dropped.
 pub fn parse_from<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, clap::Error> {
     let mut args: Vec<String> = args.into_iter().filter(|a| a != "--").collect();
-    let commands = ["run", "compare", "merge", "login-timing", "list", "help", "-h", "--help"];
+    let commands = ["run", "compare", "report", "merge", "login-timing", "list", "help", "-h", "--help"];
     if args.len() < 2 || !commands.contains(&args[1].as_str()) {
         args.insert(1.min(args.len()), "run".into());
     }
@@ -205,6 +261,7 @@ impl RunArgs {
             }
             anyhow::ensure!(steps.iter().all(|s| s.rate > 0.0 && s.secs > 0.0), "rates and durations must be above 0");
         }
+        let quiet = self.goose.quiet > 0;
         if crate::has_test_plan(&self.goose) {
             anyhow::ensure!(steps.is_none(), "--test-plan is goose's closed model; it does not go with --rate");
         }
@@ -232,6 +289,15 @@ impl RunArgs {
                 knee_max_error_pct: self.knee_max_error_pct.unwrap_or(1.0),
                 limits_given: self.knee_p99_ms.is_some() || self.knee_max_error_pct.is_some(),
             }),
+            run_id: self.run_id.unwrap_or_else(crate::new_run_id),
+            metrics_addr: self.metrics_addr,
+            metrics_linger: Duration::from_secs(if self.metrics_addr.is_some() { self.metrics_linger_secs } else { 0 }),
+            progress_every: Duration::from_secs(if quiet { 0 } else { self.progress_secs }),
+            server_gates: crate::probe::ServerGates {
+                min_hit_ratio: self.min_hit_ratio.unwrap_or_default().0,
+                max_db_check_share: self.max_db_check_share.unwrap_or_default().0,
+            },
+            args: Vec::new(),
         })
     }
 }

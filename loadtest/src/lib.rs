@@ -11,6 +11,9 @@
 //! - [`summary`]: the JSON summary (with latency histograms), the table,
 //!   `compare` and `merge`.
 //! - [`open`]: the open model (`--rate`, `--rate-steps`).
+//! - [`live`]: progress lines, the generator's `/metrics`, the timeline.
+//! - [`probe`]: the server's own `/metrics`, scraped around each scenario.
+//! - [`report`]: the self-contained HTML report with charts.
 //! - [`cli`]: the command line, goose's options included.
 //!
 //! # Results are never lost
@@ -29,7 +32,10 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod live;
 pub mod open;
+pub mod probe;
+pub mod report;
 pub mod scenarios;
 pub mod setup;
 pub mod summary;
@@ -39,12 +45,14 @@ use anyhow::{Context, anyhow};
 use goose::config::{GooseConfiguration, GooseDefault, GooseDefaultType};
 use goose::metrics::GooseMetrics;
 use goose::prelude::*;
+use live::{Live, Progress};
+use probe::{ServerGates, ServerStats};
 use scenarios::Shared;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use summary::{RevocationStats, ScenarioSummary, Summary};
+use summary::{Provenance, RevocationStats, ScenarioSummary, Summary};
 
 /// Goose users when `--users` is not given.
 pub const DEFAULT_USERS: usize = 32;
@@ -88,6 +96,23 @@ pub struct RunOptions {
     pub repeat: u32,
     /// The open model, when `--rate` or `--rate-steps` was given.
     pub open: Option<open::OpenOptions>,
+    /// The run's id: the `run_id` label of the generator's metrics.
+    pub run_id: String,
+    /// Serve the generator's metrics here while the run lasts.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// ... and this long after it, so the last scrape happens.
+    pub metrics_linger: Duration,
+    /// A progress line on stderr this often (zero: none).
+    pub progress_every: Duration,
+    /// Gates on what the server itself saw.
+    pub server_gates: ServerGates,
+    /// The command line, for the summary's provenance.
+    pub args: Vec<String>,
+}
+
+/// A run id: the start time and a random suffix, e.g. `20261206T001502Z-3fa9`.
+pub fn new_run_id() -> String {
+    format!("{}-{:04x}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
 }
 
 impl Default for RunOptions {
@@ -110,6 +135,12 @@ impl Default for RunOptions {
             generator: (1, 1),
             repeat: 1,
             open: None,
+            run_id: new_run_id(),
+            metrics_addr: None,
+            metrics_linger: Duration::ZERO,
+            progress_every: Duration::from_secs(5),
+            server_gates: ServerGates::default(),
+            args: Vec::new(),
         }
     }
 }
@@ -269,7 +300,32 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             tokio::task::spawn_blocking(move || target::Target::embedded(threads)).await??
         }
     };
-    let result = run_against(&target, &opts, &names, started_at).await;
+    let live = Live::new(&opts.run_id)?;
+    let metrics = match opts.metrics_addr {
+        Some(addr) => {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let (bound, task) = live::serve(live.clone(), addr, async {
+                let _ = stopped.await;
+            })
+            .await
+            .with_context(|| format!("--metrics-addr {addr}"))?;
+            eprintln!("loadtest: generator metrics on http://{bound}/metrics (run_id {})", opts.run_id);
+            Some((stop, task))
+        }
+        None => None,
+    };
+    let result = run_against(&target, &opts, &names, started_at, &live).await;
+    if let Some((stop, task)) = metrics {
+        if !opts.metrics_linger.is_zero() {
+            eprintln!(
+                "loadtest: serving the generator's metrics {} s more for the last scrape",
+                opts.metrics_linger.as_secs()
+            );
+            tokio::time::sleep(opts.metrics_linger).await;
+        }
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     target.stop();
     result
 }
@@ -294,6 +350,7 @@ async fn set_up(
     target: &target::Target,
     opts: &RunOptions,
     names: &[String],
+    live: &Arc<Live>,
 ) -> anyhow::Result<(Arc<Shared>, Option<String>)> {
     let (base, client) = (&target.url, setup::client()?);
     eprintln!("loadtest: setting up {} accounts with {} tasks each", opts.accounts, opts.tasks);
@@ -303,7 +360,7 @@ async fn set_up(
     };
     let accounts = setup::accounts(&client, base, &kind("user"), opts.accounts.max(1), opts.tasks).await?;
     if !names.iter().any(|n| bans_in(opts, n)) {
-        return Ok((Shared::new(accounts, Vec::new()), None));
+        return Ok((Shared::new(accounts, Vec::new(), live.clone()), None));
     }
     let (email, password) = opts.admin.clone().or_else(|| target.admin.clone()).context(
         "the revocation scenario needs admin credentials: --admin-email and --admin-password (or ADMIN_EMAIL / ADMIN_PASSWORD)",
@@ -313,7 +370,7 @@ async fn set_up(
     for v in &victims {
         setup::set_status(&client, base, &token, v.id, "active").await?; // a previous run may have been cut off
     }
-    Ok((Shared::new(accounts, victims), Some(token)))
+    Ok((Shared::new(accounts, victims, live.clone()), Some(token)))
 }
 
 /// What every scenario of one invocation runs with.
@@ -323,15 +380,53 @@ struct RunCtx<'a> {
     shared: &'a Arc<Shared>,
     admin_token: Option<&'a str>,
     ceiling_rps: Option<f64>,
+    probe: reqwest::Client,
 }
 
-/// Runs one scenario (with the ban driver when it bans) and summarises it.
-async fn run_one(cx: &RunCtx<'_>, name: &str) -> anyhow::Result<ScenarioSummary> {
-    let RunCtx { base, opts, shared, admin_token, ceiling_rps } = *cx;
-    eprintln!("loadtest: running {name}");
-    if let Some(open) = &opts.open {
-        return run_open(base, shared, name, open).await;
+impl RunCtx<'_> {
+    /// The target's `/metrics` now, if it answers.
+    async fn scrape(&self) -> Option<probe::Scrape> {
+        probe::scrape(&self.probe, self.base).await.ok()
     }
+
+    /// Seconds the scenario is planned to take (0 when a test plan decides)
+    /// and the open model's first rate (0 for the closed model).
+    fn plan(&self) -> (f64, f64) {
+        match &self.opts.open {
+            Some(o) => (o.steps.iter().map(|s| s.secs).sum(), o.steps.first().map_or(0.0, |s| s.rate)),
+            None if has_test_plan(&self.opts.goose) => (0.0, 0.0),
+            None => {
+                let t = self.opts.goose.run_time.as_deref().and_then(goose::util::parse_timespan);
+                (t.unwrap_or(DEFAULT_RUN_TIME) as f64, 0.0)
+            }
+        }
+    }
+}
+
+/// Runs one scenario, watched: progress lines, the timeline, and the
+/// server's `/metrics` before and after, judged by the server gates.
+async fn run_one(cx: &RunCtx<'_>, name: &str) -> anyhow::Result<ScenarioSummary> {
+    eprintln!("loadtest: running {name}");
+    let (planned, rate) = cx.plan();
+    let before = cx.scrape().await;
+    let progress = Progress { every: cx.opts.progress_every, target: Some(cx.base.to_owned()) };
+    let watch = cx.shared.live.watch(name, planned, rate, progress);
+    let result = match &cx.opts.open {
+        Some(open) => run_open(cx.base, cx.shared, name, open).await,
+        None => run_closed(cx, name).await,
+    };
+    let timeline = watch.stop().await;
+    let mut s = result?;
+    let after = cx.scrape().await;
+    s.server = before.zip(after).map(|(b, a)| ServerStats::between(&b, &a));
+    s.timeline = timeline;
+    s.thresholds_failed.extend(cx.opts.server_gates.judge(name, s.server.as_ref()));
+    Ok(s)
+}
+
+/// goose's closed model (with the ban driver when the scenario bans).
+async fn run_closed(cx: &RunCtx<'_>, name: &str) -> anyhow::Result<ScenarioSummary> {
+    let RunCtx { base, opts, shared, admin_token, ceiling_rps, .. } = *cx;
     let report = opts.out_dir.join(format!("{name}.html"));
     let list = build(shared, opts, name)?;
     let driver = match (bans_in(opts, name), admin_token) {
@@ -364,6 +459,7 @@ async fn run_one(cx: &RunCtx<'_>, name: &str) -> anyhow::Result<ScenarioSummary>
             ban_to_401_p50_ms: percentile_ms(&lat, 0.5),
             ban_to_401_p99_ms: percentile_ms(&lat, 0.99),
             ban_to_401_max_ms: lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+            ban_to_401_ms: lat.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
         });
     }
     Ok(s)
@@ -423,37 +519,125 @@ async fn run_repeated(cx: &RunCtx<'_>, name: &str) -> ScenarioSummary {
     summary::median_of(runs)
 }
 
+/// The generator's ceiling: `GET /healthz` with the same goose users.
+async fn calibrate(base: &str, opts: &RunOptions, shared: &Arc<Shared>) -> anyhow::Result<ScenarioSummary> {
+    eprintln!("loadtest: measuring the generator's ceiling on GET /healthz ({} s)", opts.calibrate_secs);
+    let progress = Progress { every: opts.progress_every, target: None };
+    let watch = shared.live.watch("healthz", opts.calibrate_secs as f64, 0.0, progress);
+    shared.take_hists();
+    let a =
+        attack(base, &opts.goose, vec![scenarios::healthz(shared)], Purpose::Calibration(opts.calibrate_secs)).await;
+    let timeline = watch.stop().await;
+    let mut s = summary::from_goose("healthz", &a?.metrics, &shared.take_hists());
+    s.timeline = timeline;
+    Ok(s)
+}
+
 async fn run_against(
     target: &target::Target,
     opts: &RunOptions,
     names: &[String],
     started_at: String,
+    live: &Arc<Live>,
 ) -> anyhow::Result<Summary> {
     let base = target.url.clone();
-    let (shared, admin_token) = set_up(target, opts, names).await?;
-    let ceiling = if opts.calibrate && opts.open.is_none() {
-        eprintln!("loadtest: measuring the generator's ceiling on GET /healthz ({} s)", opts.calibrate_secs);
-        shared.take_hists();
-        let a =
-            attack(&base, &opts.goose, vec![scenarios::healthz(&shared)], Purpose::Calibration(opts.calibrate_secs))
-                .await?;
-        Some(summary::from_goose("healthz", &a.metrics, &shared.take_hists()))
-    } else {
-        None
-    };
+    let (shared, admin_token) = set_up(target, opts, names, live).await?;
+    let ceiling =
+        if opts.calibrate && opts.open.is_none() { Some(calibrate(&base, opts, &shared).await?) } else { None };
     let ceiling_rps = ceiling.as_ref().map(|c| c.rps);
     let mut results: Vec<ScenarioSummary> = ceiling.into_iter().collect();
-    let cx = RunCtx { base: &base, opts, shared: &shared, admin_token: admin_token.as_deref(), ceiling_rps };
+    let probe = reqwest::Client::builder().build()?;
+    let cx = RunCtx { base: &base, opts, shared: &shared, admin_token: admin_token.as_deref(), ceiling_rps, probe };
     for name in names {
         results.push(run_repeated(&cx, name).await);
     }
     let generator = (opts.generator.1 > 1).then_some(opts.generator);
-    let summary =
-        Summary { version: 2, target: base, embedded: target.embedded, started_at, scenarios: results, generator };
+    let summary = Summary {
+        version: 2,
+        target: base,
+        embedded: target.embedded,
+        started_at,
+        scenarios: results,
+        generator,
+        provenance: Some(provenance(opts, target.embedded)),
+    };
     let path = opts.out_dir.join("summary.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
+    let html = opts.out_dir.join("report.html");
+    std::fs::write(&html, report::render(&summary)).with_context(|| format!("writing {}", html.display()))?;
     Ok(summary)
+}
+
+/// What this run's numbers depend on.
+fn provenance(opts: &RunOptions, embedded: bool) -> Provenance {
+    let g = &opts.goose;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let users = g.users.unwrap_or(DEFAULT_USERS);
+    let mut settings: std::collections::BTreeMap<String, String> = [
+        ("users", if has_test_plan(g) { "test plan".to_owned() } else { users.to_string() }),
+        ("run_time", g.run_time.clone().unwrap_or_else(|| DEFAULT_RUN_TIME.to_string())),
+        ("increase_rate", g.increase_rate.clone().unwrap_or_default()),
+        ("test_plan", serde_json::to_value(g).map(|v| v["test_plan"].to_string()).unwrap_or_default()),
+        ("throttle_requests", g.throttle_requests.map(|t| t.to_string()).unwrap_or_default()),
+        ("accounts", opts.accounts.to_string()),
+        ("tasks", opts.tasks.to_string()),
+        ("victims", opts.victims.to_string()),
+        ("ban_hold_ms", opts.ban_hold.as_millis().to_string()),
+        ("mix", opts.mix.iter().map(|(n, w)| format!("{n}={w}")).collect::<Vec<_>>().join(",")),
+        ("generator", format!("{}/{}", opts.generator.0, opts.generator.1)),
+        ("repeat", opts.repeat.to_string()),
+        ("cpus", cpus.to_string()),
+        ("embedded", embedded.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    if let Some(o) = &opts.open {
+        let steps: Vec<String> = o.steps.iter().map(|s| format!("{}:{}s", s.rate, s.secs)).collect();
+        settings.insert("rate_steps".into(), steps.join(","));
+        settings.insert("max_in_flight".into(), o.max_in_flight.to_string());
+    }
+    Provenance {
+        run_id: opts.run_id.clone(),
+        git_commit: git_commit(),
+        args: opts.args.clone(),
+        harness_version: env!("CARGO_PKG_VERSION").to_owned(),
+        goose_version: goose_version().to_owned(),
+        cpus,
+        embedded,
+        settings,
+    }
+}
+
+/// `GIT_COMMIT`, else the commit of this harness's source tree (`-dirty`
+/// when it has changes); None outside a checkout.
+fn git_commit() -> Option<String> {
+    if let Ok(c) = std::env::var("GIT_COMMIT") {
+        return Some(c);
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let head = git(&["rev-parse", "HEAD"])?;
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if dirty { format!("{head}-dirty") } else { head })
+}
+
+/// goose's version, as the workspace's lock file pins it.
+pub fn goose_version() -> &'static str {
+    let lock = include_str!("../../Cargo.lock");
+    lock.split("[[package]]")
+        .find(|p| p.contains("\nname = \"goose\"\n"))
+        .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+        .map_or("unknown", |v| v.trim_end_matches('"'))
 }
 
 /// How a run ended, in the order of precedence of the exit status.

@@ -3,7 +3,9 @@
 use mimalloc::MiMalloc;
 use std::path::Path;
 use std::process::ExitCode;
-use tollgate_loadtest::cli::{self, Command, CompareArgs, LoginTimingArgs, MergeArgs, RunArgs};
+use tollgate_loadtest::cli::{
+    self, Command, CompareArgs, CompareFormat, LoginTimingArgs, MergeArgs, ReportArgs, RunArgs,
+};
 use tollgate_loadtest::summary::{self, Limits, Summary};
 use tollgate_loadtest::{Verdict, run, verdict};
 
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Compare(a) => compare(a),
+        Command::Report(a) => report(a),
         Command::Merge(a) => merge(a),
         Command::LoginTiming(a) => login_timing(a),
         Command::Run(a) => run_cmd(*a),
@@ -56,14 +59,35 @@ fn compare(a: CompareArgs) -> ExitCode {
         (Ok(b), Ok(c)) => (b, c),
         (Err(e), _) | (_, Err(e)) => return usage(&e),
     };
-    let (table, ok) = summary::compare(&base, &cur, limits);
-    print!("{table}");
-    if ok {
-        println!("no regression (limits: req/s -{}%, p99 +{}%)", limits.max_rps_drop_pct, limits.max_p99_rise_pct);
-        ExitCode::SUCCESS
-    } else {
-        println!("REGRESSION (limits: req/s -{}%, p99 +{}%)", limits.max_rps_drop_pct, limits.max_p99_rise_pct);
-        ExitCode::from(2)
+    let differ = summary::settings_differ(&base, &cur);
+    if !differ.is_empty() && !a.allow_different_settings {
+        return usage(&format!(
+            "the runs were made with different settings ({}); a difference there is not a regression. \
+             Pass --allow-different-settings to compare them anyway",
+            differ.join("; ")
+        ));
+    }
+    let c = summary::compare(&base, &cur, limits);
+    match a.format {
+        CompareFormat::Text => print!("{}", summary::compare_text(&c)),
+        CompareFormat::Md => print!("{}", summary::compare_markdown(&c, &base, &cur)),
+        CompareFormat::Junit => print!("{}", summary::compare_junit(&c)),
+    }
+    if c.ok() { ExitCode::SUCCESS } else { ExitCode::from(2) }
+}
+
+fn report(a: ReportArgs) -> ExitCode {
+    let s = match read_summary(&a.summary) {
+        Ok(s) => s,
+        Err(e) => return usage(&e),
+    };
+    let out = a.out.unwrap_or_else(|| a.summary.with_file_name("report.html"));
+    match std::fs::write(&out, tollgate_loadtest::report::render(&s)) {
+        Ok(()) => {
+            println!("report: {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => usage(&format!("writing {}: {e}", out.display())),
     }
 }
 
@@ -121,10 +145,11 @@ fn login_timing(a: LoginTimingArgs) -> ExitCode {
 
 fn run_cmd(args: RunArgs) -> ExitCode {
     let dry_run = args.dry_run;
-    let o = match args.into_options() {
+    let mut o = match args.into_options() {
         Ok(o) => o,
         Err(e) => return usage(&format!("{e:#}")),
     };
+    o.args = std::env::args().collect();
     // goose's options against the harness's defaults, before any service
     // starts or any account is set up.
     if let Err(e) = tollgate_loadtest::check_goose(&o) {
@@ -141,7 +166,10 @@ fn run_cmd(args: RunArgs) -> ExitCode {
     match rt.block_on(run(o)) {
         Ok(s) => {
             print!("{}", summary::table(&s));
-            println!("reports: {}/summary.json and one HTML report per scenario", out_dir.display());
+            println!(
+                "reports: {0}/summary.json, {0}/report.html (charts, opens offline), and goose's HTML report per scenario",
+                out_dir.display()
+            );
             let v = verdict(&s);
             match &v {
                 Verdict::Passed => {}

@@ -160,6 +160,7 @@ impl OpenStats {
 async fn send(client: &reqwest::Client, base: &str, shared: &Shared, scenario: &str, k: u64) -> bool {
     let n = shared.accounts.len().max(1);
     let account = &shared.accounts[(k as usize) % n];
+    let started = Instant::now();
     let result = match scenario {
         "healthz" => client.get(format!("{base}/healthz")).send().await,
         "login" => {
@@ -168,14 +169,16 @@ async fn send(client: &reqwest::Client, base: &str, shared: &Shared, scenario: &
         }
         _ => client.get(format!("{base}/tasks")).bearer_auth(shared.access_token((k as usize) % n)).send().await,
     };
-    match result {
+    let status = match result {
         Ok(r) => {
-            let ok = r.status().is_success();
+            let status = r.status().as_u16();
             let _ = r.bytes().await;
-            ok
+            status
         }
-        Err(_) => false,
-    }
+        Err(_) => 0,
+    };
+    shared.live.observe(request_name(scenario), status, started.elapsed());
+    (200..300).contains(&status)
 }
 
 /// The request name of a scenario's open-model form.
@@ -208,6 +211,7 @@ pub async fn run(
     let mut steps = Vec::new();
     let mut k_base = 0u64;
     for step in &opts.steps {
+        shared.live.set_target_rps(step.rate);
         let due = (step.rate * step.secs).round() as u64;
         let hist = Arc::new(std::sync::Mutex::new(Hist::new()));
         let (errors, completed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

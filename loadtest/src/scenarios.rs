@@ -3,6 +3,7 @@
 //! session data; requests carry stable names (`GET /tasks`, ...) so the
 //! summary and the regression gate compare like with like.
 
+use crate::live::Live;
 use crate::setup::{Account, PASSWORD};
 use crate::summary::Hist;
 use goose::goose::GooseResponse;
@@ -100,6 +101,8 @@ pub struct Shared {
     hists: Mutex<HashMap<String, Hist>>,
     /// Each account's current access token (the open model renews them).
     tokens: Vec<RwLock<String>>,
+    /// Progress, the generator's metrics and the timeline.
+    pub live: Arc<Live>,
 }
 
 /// One victim's current ban cycle.
@@ -132,7 +135,7 @@ impl Timeline {
 
 impl Shared {
     /// State for a run.
-    pub fn new(accounts: Vec<Account>, victims: Vec<Account>) -> Arc<Self> {
+    pub fn new(accounts: Vec<Account>, victims: Vec<Account>, live: Arc<Live>) -> Arc<Self> {
         let timeline = victims.iter().map(|_| Mutex::new(Timeline::default())).collect();
         let tokens = accounts.iter().map(|a| RwLock::new(a.access.clone())).collect();
         Arc::new(Self {
@@ -143,11 +146,14 @@ impl Shared {
             ban_to_401: Mutex::new(Vec::new()),
             hists: Mutex::new(HashMap::new()),
             tokens,
+            live,
         })
     }
 
-    /// Records one request's latency.
-    pub fn record(&self, key: &str, took: Duration) {
+    /// Records one request's latency (and its status, 0 for a transport
+    /// error, for the live view).
+    pub fn record(&self, key: &str, status: u16, took: Duration) {
+        self.live.observe(key, status, took);
         if let Ok(mut h) = self.hists.lock() {
             match h.get_mut(key) {
                 Some(hist) => hist.record(took),
@@ -210,7 +216,11 @@ async fn send(
     let req = GooseRequest::builder().method(method).path(path).name(name).set_request_builder(rb).build();
     let start = Instant::now();
     let r = user.request(req).await;
-    sh.record(&key, start.elapsed());
+    let status = match &r {
+        Ok(resp) => status(resp),
+        Err(_) => 0,
+    };
+    sh.record(&key, status, start.elapsed());
     r
 }
 

@@ -2,6 +2,8 @@
 //! and per request name, a table on stdout, `compare` (baseline vs current)
 //! and `merge` (summaries of several generator processes).
 
+use crate::live::Tick;
+use crate::probe::ServerStats;
 use base64::Engine as _;
 use goose::metrics::GooseMetrics;
 use hdrhistogram::Histogram;
@@ -64,6 +66,19 @@ impl Hist {
             hdr: Some(self.encode()),
             co_p99_ms: None,
         }
+    }
+    /// The cumulative distribution: (latency ms, percent of values at or
+    /// under it), one point per distinct recorded value bucket.
+    pub fn cdf(&self) -> Vec<(f64, f64)> {
+        let total = self.0.len().max(1) as f64;
+        let mut seen = 0u64;
+        self.0
+            .iter_recorded()
+            .map(|v| {
+                seen += v.count_at_value();
+                (v.value_iterated_to() as f64 / 1000.0, seen as f64 / total * 100.0)
+            })
+            .collect()
     }
     /// V2 deflate, base64.
     pub fn encode(&self) -> String {
@@ -136,6 +151,9 @@ pub struct RevocationStats {
     pub ban_to_401_p99_ms: f64,
     /// Slowest.
     pub ban_to_401_max_ms: f64,
+    /// Every ban's time to its first 401, ms (the report's distribution).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ban_to_401_ms: Vec<f64>,
 }
 
 /// One scenario's result.
@@ -175,6 +193,12 @@ pub struct ScenarioSummary {
     /// Each run of `--repeat N` (the top-level numbers are their medians).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<RunPoint>,
+    /// What the server's own `/metrics` said of this scenario (deltas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerStats>,
+    /// Second by second, for the report's charts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<Tick>,
 }
 
 /// A whole invocation.
@@ -193,6 +217,34 @@ pub struct Summary {
     /// `--generator I/N` of the process that wrote it (merged: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<(usize, usize)>,
+    /// Where the numbers come from: the code, the settings, the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+/// What a summary's numbers depend on, so two runs are only compared when
+/// they measured the same thing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Provenance {
+    /// The run's id: the `run_id` label of the generator's metrics.
+    pub run_id: String,
+    /// `git rev-parse HEAD` of the harness's source (with `-dirty` when the
+    /// tree had changes), or `GIT_COMMIT` from the environment.
+    pub git_commit: Option<String>,
+    /// The command line.
+    pub args: Vec<String>,
+    /// This harness's version.
+    pub harness_version: String,
+    /// goose's version.
+    pub goose_version: String,
+    /// CPUs of the machine the generator ran on.
+    pub cpus: usize,
+    /// Whether the harness started the server itself.
+    pub embedded: bool,
+    /// The settings that shape the numbers (users, run time, rate,
+    /// accounts, tasks, mix, ...): `compare` refuses runs whose settings
+    /// differ unless told.
+    pub settings: std::collections::BTreeMap<String, String>,
 }
 
 fn ms(us: u64) -> f64 {
@@ -317,75 +369,9 @@ pub fn table(s: &Summary) -> String {
         "scenario", "request", "requests", "fail", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"
     );
     for sc in &s.scenarios {
-        let note = match (sc.client_bound, sc.ceiling_rps) {
-            (true, Some(c)) => format!("CLIENT-BOUND (generator ceiling {c:.0} req/s)"),
-            (false, Some(c)) => format!("ceiling {c:.0} req/s"),
-            _ => String::new(),
-        };
-        for r in &sc.by_request {
-            let co =
-                r.co_p99_ms.map(|c| format!("  p99 corrected for coordinated omission {c:.2} ms")).unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "{:<15} {:<26} {:>9} {:>6} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}{co}",
-                sc.scenario, r.name, r.requests, r.failures, r.rps, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{:<15} {:<26} {:>9} {:>6} {:>10.1} {:>8} {:>8} {:>8} {:>8}  {note}",
-            sc.scenario, "= all", sc.requests, sc.failures, sc.rps, "", "", "", ""
-        );
-        if let Some(e) = &sc.error {
-            let _ = writeln!(out, "{:<15} COULD NOT RUN: {e}", sc.scenario);
-        }
-        for t in &sc.thresholds_failed {
-            let _ = writeln!(out, "{:<15} THRESHOLD FAILED: {t}", sc.scenario);
-        }
-        if let Some((rps, p99)) = spread(&sc.runs) {
-            let _ = writeln!(
-                out,
-                "{:<15} {} runs: req/s {:.1}..{:.1}, p99 {:.2}..{:.2} ms (the median run is shown)",
-                sc.scenario,
-                sc.runs.len(),
-                rps.0,
-                rps.1,
-                p99.0,
-                p99.1
-            );
-        }
+        request_rows(&mut out, sc);
         if let Some(o) = &sc.open {
-            let _ = writeln!(
-                out,
-                "{:<15} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  (open model: latency from the due time)",
-                sc.scenario, "target/s", "achieved/s", "errors", "dropped", "late", "p50 ms", "p99 ms"
-            );
-            for st in &o.steps {
-                let mark = match (st.generator_bound, st.within_limits) {
-                    (true, _) => "GENERATOR-BOUND: the generator did not keep the schedule",
-                    (false, true) => "within limits",
-                    (false, false) => "beyond limits",
-                };
-                let _ = writeln!(
-                    out,
-                    "{:<15} {:>10.0} {:>10.1} {:>8} {:>8} {:>8} {:>8.2} {:>8.2}  {mark}",
-                    sc.scenario,
-                    st.target_rps,
-                    st.achieved_rps,
-                    st.errors,
-                    st.dropped,
-                    st.late,
-                    st.latency.p50_ms,
-                    st.latency.p99_ms
-                );
-            }
-            let knee =
-                o.knee_rps.map_or("none (the first step is beyond the limits)".to_owned(), |k| format!("{k:.0} req/s"));
-            let _ = writeln!(
-                out,
-                "{:<15} knee: {knee} (limits: p99 <= {} ms, errors <= {}%)",
-                sc.scenario, o.knee_p99_ms, o.knee_max_error_pct
-            );
+            open_rows(&mut out, &sc.scenario, o);
         }
         if let Some(rv) = &sc.revocation {
             let _ = writeln!(
@@ -399,12 +385,105 @@ pub fn table(s: &Summary) -> String {
                 rv.ban_to_401_max_ms
             );
         }
+        if let Some(sv) = &sc.server {
+            let _ = writeln!(out, "{:<15} {}", sc.scenario, server_line(sv));
+        }
     }
     out
 }
 
+/// A scenario's rows by request name, its total, and what went wrong.
+fn request_rows(out: &mut String, sc: &ScenarioSummary) {
+    let note = match (sc.client_bound, sc.ceiling_rps) {
+        (true, Some(c)) => format!("CLIENT-BOUND (generator ceiling {c:.0} req/s)"),
+        (false, Some(c)) => format!("ceiling {c:.0} req/s"),
+        _ => String::new(),
+    };
+    for r in &sc.by_request {
+        let co = r.co_p99_ms.map(|c| format!("  p99 corrected for coordinated omission {c:.2} ms")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<15} {:<26} {:>9} {:>6} {:>10.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}{co}",
+            sc.scenario, r.name, r.requests, r.failures, r.rps, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{:<15} {:<26} {:>9} {:>6} {:>10.1} {:>8} {:>8} {:>8} {:>8}  {note}",
+        sc.scenario, "= all", sc.requests, sc.failures, sc.rps, "", "", "", ""
+    );
+    if let Some(e) = &sc.error {
+        let _ = writeln!(out, "{:<15} COULD NOT RUN: {e}", sc.scenario);
+    }
+    for t in &sc.thresholds_failed {
+        let _ = writeln!(out, "{:<15} THRESHOLD FAILED: {t}", sc.scenario);
+    }
+    if let Some((rps, p99)) = spread(&sc.runs) {
+        let _ = writeln!(
+            out,
+            "{:<15} {} runs: req/s {:.1}..{:.1}, p99 {:.2}..{:.2} ms (the median run is shown)",
+            sc.scenario,
+            sc.runs.len(),
+            rps.0,
+            rps.1,
+            p99.0,
+            p99.1
+        );
+    }
+}
+
+/// The open model's steps and its knee.
+fn open_rows(out: &mut String, scenario: &str, o: &crate::open::OpenStats) {
+    let _ = writeln!(
+        out,
+        "{:<15} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}  (open model: latency from the due time)",
+        scenario, "target/s", "achieved/s", "errors", "dropped", "late", "p50 ms", "p99 ms"
+    );
+    for st in &o.steps {
+        let mark = match (st.generator_bound, st.within_limits) {
+            (true, _) => "GENERATOR-BOUND: the generator did not keep the schedule",
+            (false, true) => "within limits",
+            (false, false) => "beyond limits",
+        };
+        let _ = writeln!(
+            out,
+            "{:<15} {:>10.0} {:>10.1} {:>8} {:>8} {:>8} {:>8.2} {:>8.2}  {mark}",
+            scenario,
+            st.target_rps,
+            st.achieved_rps,
+            st.errors,
+            st.dropped,
+            st.late,
+            st.latency.p50_ms,
+            st.latency.p99_ms
+        );
+    }
+    let knee = o.knee_rps.map_or("none (the first step is beyond the limits)".to_owned(), |k| format!("{k:.0} req/s"));
+    let _ = writeln!(
+        out,
+        "{:<15} knee: {knee} (limits: p99 <= {} ms, errors <= {}%)",
+        scenario, o.knee_p99_ms, o.knee_max_error_pct
+    );
+}
+
+/// `server: cache hit ratio 99.8%, revocation by PostgreSQL 0.0%, 5xx 0, dependency errors 0`.
+fn server_line(sv: &ServerStats) -> String {
+    let pct = |r: Option<f64>| r.map_or("n/a".to_owned(), |r| format!("{:.1}%", r * 100.0));
+    let mut line = format!(
+        "server: cache hit ratio {}, revocation checks by PostgreSQL {}, 5xx {}, dependency errors {}",
+        pct(sv.hit_ratio),
+        pct(sv.db_check_share),
+        sv.errors_5xx.values().sum::<u64>(),
+        sv.dependency_errors.values().sum::<u64>()
+    );
+    if let (Some(p50), Some(p99)) = (sv.hash_p50_ms, sv.hash_p99_ms) {
+        let _ = write!(line, ", password hash p50 {p50:.1} ms p99 {p99:.1} ms");
+    }
+    line
+}
+
 /// Thresholds of `compare`, in percent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Largest allowed drop of req/s.
     pub max_rps_drop_pct: f64,
@@ -418,75 +497,272 @@ impl Default for Limits {
     }
 }
 
-/// Compares per scenario and request name; returns the table and whether
-/// every row passed. Rows only in one summary are listed, not judged.
-pub fn compare(base: &Summary, cur: &Summary, limits: Limits) -> (String, bool) {
+/// One compared row: a request name of a scenario in both runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareRow {
+    /// Scenario.
+    pub scenario: String,
+    /// Request name.
+    pub request: String,
+    /// Baseline and current req/s, and the change in percent.
+    pub rps: (f64, f64, f64),
+    /// Baseline and current p99 (ms), and the change in percent.
+    pub p99: (f64, f64, f64),
+    /// Why this row is a regression (empty: it is not).
+    pub regressions: Vec<String>,
+    /// Changes beyond a limit that stayed within the baseline's spread.
+    pub noise: Vec<String>,
+}
+
+/// A comparison of two summaries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Comparison {
+    /// Rows in the baseline's order.
+    pub rows: Vec<CompareRow>,
+    /// Scenarios and requests in one run only (listed, not judged).
+    pub unmatched: Vec<String>,
+    /// Per scenario in both: the server's cache hit ratio, baseline and
+    /// current, where both recorded one.
+    pub hit_ratios: Vec<(String, f64, f64)>,
+    /// The limits it was judged by.
+    pub limits: Limits,
+}
+
+impl Comparison {
+    /// Whether no row regressed.
+    pub fn ok(&self) -> bool {
+        self.rows.iter().all(|r| r.regressions.is_empty())
+    }
+
+    /// One line: the verdict and its limits.
+    pub fn verdict(&self) -> String {
+        let bad = self.rows.iter().filter(|r| !r.regressions.is_empty()).count();
+        let limits =
+            format!("limits: req/s -{}%, p99 +{}%", self.limits.max_rps_drop_pct, self.limits.max_p99_rise_pct);
+        if bad == 0 {
+            format!("no regression ({limits})")
+        } else {
+            format!("REGRESSION in {bad} of {} rows ({limits})", self.rows.len())
+        }
+    }
+}
+
+impl CompareRow {
+    fn verdict(&self) -> String {
+        match (self.regressions.is_empty(), self.noise.is_empty()) {
+            (false, _) => format!("REGRESSION: {}", self.regressions.join(", ")),
+            (true, true) => "ok".to_owned(),
+            (true, false) => format!("ok ({})", self.noise.join(", ")),
+        }
+    }
+}
+
+/// Compares per scenario and request name. Rows only in one summary are
+/// listed, not judged.
+pub fn compare(base: &Summary, cur: &Summary, limits: Limits) -> Comparison {
+    let mut out = Comparison { limits, ..Comparison::default() };
+    for bs in &base.scenarios {
+        let Some(cs) = cur.scenarios.iter().find(|c| c.scenario == bs.scenario) else {
+            out.unmatched.push(format!("{}: missing from the current run", bs.scenario));
+            continue;
+        };
+        if let (Some(b), Some(c)) =
+            (bs.server.as_ref().and_then(|s| s.hit_ratio), cs.server.as_ref().and_then(|s| s.hit_ratio))
+        {
+            out.hit_ratios.push((bs.scenario.clone(), b, c));
+        }
+        for br in &bs.by_request {
+            let Some(cr) = cs.by_request.iter().find(|c| c.name == br.name) else {
+                out.unmatched.push(format!("{} {}: missing from the current run", bs.scenario, br.name));
+                continue;
+            };
+            out.rows.push(compare_row(bs, cs, br, cr, limits));
+        }
+    }
+    for cs in &cur.scenarios {
+        if !base.scenarios.iter().any(|b| b.scenario == cs.scenario) {
+            out.unmatched.push(format!("{}: new, not in the baseline", cs.scenario));
+        }
+    }
+    out
+}
+
+fn compare_row(
+    bs: &ScenarioSummary,
+    cs: &ScenarioSummary,
+    br: &RequestStats,
+    cr: &RequestStats,
+    limits: Limits,
+) -> CompareRow {
+    let rps_change = pct(br.rps, cr.rps);
+    let p99_change = pct(br.p99_ms, cr.p99_ms);
+    // With --repeat on both sides, a change that stays within the
+    // baseline's run-to-run spread is noise, not a regression.
+    let base_spread = (bs.runs.len() >= 2 && cs.runs.len() >= 2).then(|| spread(&bs.runs)).flatten();
+    let (rps_noise, p99_noise) = match base_spread {
+        Some(((rps_lo, _), (_, p99_hi))) => {
+            (cs.rps >= rps_lo, cs.runs.iter().map(|r| r.p99_ms).fold(f64::MAX, f64::min) <= p99_hi)
+        }
+        None => (false, false),
+    };
+    let (mut regressions, mut noise) = (Vec::new(), Vec::new());
+    if rps_change < -limits.max_rps_drop_pct {
+        if rps_noise {
+            noise.push("req/s drop within the baseline's spread".to_owned());
+        } else {
+            regressions.push(format!("req/s dropped more than {}%", limits.max_rps_drop_pct));
+        }
+    }
+    if p99_change > limits.max_p99_rise_pct {
+        if p99_noise {
+            noise.push("p99 rise within the baseline's spread".to_owned());
+        } else {
+            regressions.push(format!("p99 rose more than {}%", limits.max_p99_rise_pct));
+        }
+    }
+    if cr.failures > 0 && br.failures == 0 {
+        regressions.push(format!("{} failures", cr.failures));
+    }
+    CompareRow {
+        scenario: bs.scenario.clone(),
+        request: br.name.clone(),
+        rps: (br.rps, cr.rps, rps_change),
+        p99: (br.p99_ms, cr.p99_ms, p99_change),
+        regressions,
+        noise,
+    }
+}
+
+/// The terminal table, the verdict last.
+pub fn compare_text(c: &Comparison) -> String {
     let mut out = String::new();
-    let mut ok = true;
     let _ = writeln!(
         out,
         "{:<15} {:<26} {:>10} {:>10} {:>8} {:>9} {:>9} {:>8}  verdict",
         "scenario", "request", "base req/s", "cur req/s", "change", "base p99", "cur p99", "change"
     );
-    for bs in &base.scenarios {
-        let Some(cs) = cur.scenarios.iter().find(|c| c.scenario == bs.scenario) else {
-            let _ = writeln!(out, "{:<15} (missing from the current run)", bs.scenario);
-            continue;
-        };
-        for br in &bs.by_request {
-            let Some(cr) = cs.by_request.iter().find(|c| c.name == br.name) else {
-                let _ = writeln!(out, "{:<15} {:<26} (missing from the current run)", bs.scenario, br.name);
-                continue;
-            };
-            let rps_change = pct(br.rps, cr.rps);
-            let p99_change = pct(br.p99_ms, cr.p99_ms);
-            // With --repeat on both sides, a change that stays within the
-            // baseline's run-to-run spread is noise, not a regression.
-            let base_spread = (bs.runs.len() >= 2 && cs.runs.len() >= 2).then(|| spread(&bs.runs)).flatten();
-            let (rps_noise, p99_noise) = match base_spread {
-                Some(((rps_lo, _), (_, p99_hi))) => {
-                    (cs.rps >= rps_lo, cs.runs.iter().map(|r| r.p99_ms).fold(f64::MAX, f64::min) <= p99_hi)
-                }
-                None => (false, false),
-            };
-            let mut why = Vec::new();
-            let mut notes = Vec::new();
-            if rps_change < -limits.max_rps_drop_pct {
-                if rps_noise {
-                    notes.push("req/s drop within the baseline's spread");
-                } else {
-                    why.push(format!("req/s dropped more than {}%", limits.max_rps_drop_pct));
-                }
-            }
-            if p99_change > limits.max_p99_rise_pct {
-                if p99_noise {
-                    notes.push("p99 rise within the baseline's spread");
-                } else {
-                    why.push(format!("p99 rose more than {}%", limits.max_p99_rise_pct));
-                }
-            }
-            if cr.failures > 0 && br.failures == 0 {
-                why.push(format!("{} failures", cr.failures));
-            }
-            let verdict = match (why.is_empty(), notes.is_empty()) {
-                (false, _) => format!("REGRESSION: {}", why.join(", ")),
-                (true, true) => "ok".to_owned(),
-                (true, false) => format!("ok ({})", notes.join(", ")),
-            };
-            ok &= why.is_empty();
-            let _ = writeln!(
-                out,
-                "{:<15} {:<26} {:>10.1} {:>10.1} {:>+7.1}% {:>9.2} {:>9.2} {:>+7.1}%  {verdict}",
-                bs.scenario, br.name, br.rps, cr.rps, rps_change, br.p99_ms, cr.p99_ms, p99_change
+    for r in &c.rows {
+        let _ = writeln!(
+            out,
+            "{:<15} {:<26} {:>10.1} {:>10.1} {:>+7.1}% {:>9.2} {:>9.2} {:>+7.1}%  {}",
+            r.scenario,
+            r.request,
+            r.rps.0,
+            r.rps.1,
+            r.rps.2,
+            r.p99.0,
+            r.p99.1,
+            r.p99.2,
+            r.verdict()
+        );
+    }
+    for (sc, b, cu) in &c.hit_ratios {
+        let _ = writeln!(out, "{sc:<15} server cache hit ratio {:.1}% -> {:.1}%", b * 100.0, cu * 100.0);
+    }
+    for u in &c.unmatched {
+        let _ = writeln!(out, "{u}");
+    }
+    let _ = writeln!(out, "{}", c.verdict());
+    out
+}
+
+/// A Markdown table for a pull-request comment, the verdict first.
+pub fn compare_markdown(c: &Comparison, base: &Summary, cur: &Summary) -> String {
+    let mut out = String::new();
+    let mark = if c.ok() { "✅" } else { "❌" };
+    let _ = writeln!(out, "**{mark} {}**\n", c.verdict());
+    let commit = |s: &Summary| {
+        s.provenance
+            .as_ref()
+            .and_then(|p| p.git_commit.clone())
+            .map_or("unknown".to_owned(), |c| c.chars().take(12).collect())
+    };
+    let _ = writeln!(
+        out,
+        "Baseline `{}` ({}), current `{}` ({}).\n",
+        commit(base),
+        base.started_at,
+        commit(cur),
+        cur.started_at
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | request | req/s base | req/s now | change | p99 ms base | p99 ms now | change | verdict |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---|");
+    let cell = |s: &str| s.replace('|', "\\|");
+    for r in &c.rows {
+        let _ = writeln!(
+            out,
+            "| {} | `{}` | {:.1} | {:.1} | {:+.1}% | {:.2} | {:.2} | {:+.1}% | {} |",
+            cell(&r.scenario),
+            cell(&r.request),
+            r.rps.0,
+            r.rps.1,
+            r.rps.2,
+            r.p99.0,
+            r.p99.1,
+            r.p99.2,
+            cell(&r.verdict())
+        );
+    }
+    if !c.hit_ratios.is_empty() {
+        let _ = writeln!(out, "\n| scenario | server cache hit ratio base | now |\n|---|---:|---:|");
+        for (sc, b, cu) in &c.hit_ratios {
+            let _ = writeln!(out, "| {} | {:.1}% | {:.1}% |", cell(sc), b * 100.0, cu * 100.0);
+        }
+    }
+    for u in &c.unmatched {
+        let _ = writeln!(out, "\n- {}", cell(u));
+    }
+    out
+}
+
+/// JUnit XML: one test case per scenario, request and metric (req/s,
+/// p99), so CI systems list each like a test.
+pub fn compare_junit(c: &Comparison) -> String {
+    let x = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let mut cases = String::new();
+    let mut failures = 0;
+    for r in &c.rows {
+        let metrics = [
+            ("req/s", r.rps, r.regressions.iter().filter(|w| w.starts_with("req/s")).cloned().collect::<Vec<_>>()),
+            ("p99", r.p99, r.regressions.iter().filter(|w| !w.starts_with("req/s")).cloned().collect()),
+        ];
+        for (metric, (b, cu, ch), why) in metrics {
+            let _ = write!(
+                cases,
+                r#"  <testcase classname="loadtest.{}" name="{} {metric}" time="0"><system-out>baseline {b:.3}, current {cu:.3}, change {ch:+.1}%</system-out>"#,
+                x(&r.scenario),
+                x(&r.request)
             );
+            if !why.is_empty() {
+                failures += 1;
+                let _ = write!(cases, r#"<failure message="{}"/>"#, x(&why.join(", ")));
+            }
+            cases.push_str("</testcase>\n");
         }
     }
-    for cs in &cur.scenarios {
-        if !base.scenarios.iter().any(|b| b.scenario == cs.scenario) {
-            let _ = writeln!(out, "{:<15} (new: not in the baseline)", cs.scenario);
-        }
-    }
-    (out, ok)
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuite name=\"tollgate-loadtest compare\" tests=\"{}\" failures=\"{failures}\">\n{cases}</testsuite>\n",
+        c.rows.len() * 2
+    )
+}
+
+/// The settings in which two runs differ (`compare` refuses them unless
+/// told): a change of users, run time or machine is not a regression.
+pub fn settings_differ(base: &Summary, cur: &Summary) -> Vec<String> {
+    let (Some(b), Some(c)) = (&base.provenance, &cur.provenance) else {
+        return vec!["a summary has no provenance (written by an older harness)".to_owned()];
+    };
+    let keys: std::collections::BTreeSet<&String> = b.settings.keys().chain(c.settings.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (x, y) = (b.settings.get(k), c.settings.get(k));
+            (x != y)
+                .then(|| format!("{k}: {} vs {}", x.map_or("unset", String::as_str), y.map_or("unset", String::as_str)))
+        })
+        .collect()
 }
 
 fn pct(base: f64, cur: f64) -> f64 {
@@ -565,11 +841,38 @@ pub fn merge(parts: &[Summary]) -> anyhow::Result<Summary> {
                 *oo = crate::open::OpenStats::judge(oo.steps.clone(), oo.knee_p99_ms, oo.knee_max_error_pct);
                 oo.limits_given = given;
             }
+            merge_timeline(&mut os.timeline, &ps.timeline);
+            // Every generator scraped the same server over about the same
+            // window: its numbers are the server's total, not a part of it.
+            // Keep the widest window's.
+            let seen = |s: &Option<ServerStats>| s.as_ref().map_or(0, |s| s.revocation.values().sum::<u64>());
+            if seen(&ps.server) > seen(&os.server) {
+                os.server.clone_from(&ps.server);
+            }
             let ceiling = os.ceiling_rps;
             *os = os.clone().with_ceiling(ceiling);
         }
     }
     Ok(out)
+}
+
+/// Adds a generator's timeline second by second (generators started
+/// together): rates add up; latencies keep the worse part's (an upper
+/// bound: a tick holds no histogram).
+fn merge_timeline(into: &mut Vec<Tick>, part: &[Tick]) {
+    for (i, t) in part.iter().enumerate() {
+        let Some(o) = into.get_mut(i) else {
+            into.push(t.clone());
+            continue;
+        };
+        for (name, row) in &t.requests {
+            let r = o.requests.entry(name.clone()).or_default();
+            r.rps += row.rps;
+            r.p50_ms = r.p50_ms.max(row.p50_ms);
+            r.p99_ms = r.p99_ms.max(row.p99_ms);
+        }
+        o.hit_ratio = o.hit_ratio.or(t.hit_ratio);
+    }
 }
 
 #[cfg(test)]
@@ -608,33 +911,77 @@ mod tests {
                 thresholds_failed: Vec::new(),
                 error: None,
                 runs: Vec::new(),
+                server: None,
+                timeline: Vec::new(),
             }],
             generator: None,
+            provenance: Some(Provenance {
+                settings: [("users".to_owned(), "8".to_owned())].into_iter().collect(),
+                ..Provenance::default()
+            }),
         }
+    }
+
+    #[test]
+    fn a_regression_reads_the_same_in_markdown_and_junit() {
+        let (base, cur) = (summary(1000.0, 5.0), summary(850.0, 5.0));
+        let c = compare(&base, &cur, Limits::default());
+        let md = compare_markdown(&c, &base, &cur);
+        assert!(md.starts_with("**❌ REGRESSION in 1 of 1 rows"), "verdict first:\n{md}");
+        assert!(md.contains("| cached-read | `GET /tasks` | 1000.0 | 850.0 | -15.0% |"), "{md}");
+        let junit = compare_junit(&c);
+        assert!(junit.contains(r#"tests="2" failures="1""#), "{junit}");
+        assert!(
+            junit.contains(r#"name="GET /tasks req/s""#) && junit.contains("<failure message=\"req/s dropped"),
+            "{junit}"
+        );
+        let ok = compare(&base, &base, Limits::default());
+        assert!(compare_markdown(&ok, &base, &base).starts_with("**✅ no regression"));
+        assert!(compare_junit(&ok).contains(r#"failures="0""#));
+    }
+
+    #[test]
+    fn runs_with_different_settings_are_told_apart() {
+        let base = summary(1000.0, 5.0);
+        assert!(settings_differ(&base, &base).is_empty());
+        let mut cur = base.clone();
+        if let Some(p) = cur.provenance.as_mut() {
+            p.settings.insert("users".into(), "64".into());
+            p.git_commit = Some("another commit".into());
+        }
+        assert_eq!(
+            settings_differ(&base, &cur),
+            vec!["users: 8 vs 64".to_owned()],
+            "the commit may differ, settings not"
+        );
+        cur.provenance = None;
+        assert_eq!(settings_differ(&base, &cur).len(), 1);
     }
 
     #[test]
     fn identical_runs_pass_the_gate() {
         let s = summary(1000.0, 5.0);
-        let (table, ok) = compare(&s, &s, Limits::default());
-        assert!(ok, "{table}");
+        let c = compare(&s, &s, Limits::default());
+        assert!(c.ok(), "{}", compare_text(&c));
     }
 
     #[test]
     fn a_throughput_drop_beyond_the_limit_fails() {
-        let (table, ok) = compare(&summary(1000.0, 5.0), &summary(850.0, 5.0), Limits::default());
-        assert!(!ok);
+        let c = compare(&summary(1000.0, 5.0), &summary(850.0, 5.0), Limits::default());
+        assert!(!c.ok());
+        let table = compare_text(&c);
         assert!(table.contains("REGRESSION: req/s dropped"), "{table}");
-        let (_, ok) = compare(&summary(1000.0, 5.0), &summary(950.0, 5.0), Limits::default());
-        assert!(ok, "a 5% drop is within 10%");
+        assert!(
+            compare(&summary(1000.0, 5.0), &summary(950.0, 5.0), Limits::default()).ok(),
+            "a 5% drop is within 10%"
+        );
     }
 
     #[test]
     fn a_p99_rise_beyond_the_limit_fails_and_limits_are_settable() {
-        let (_, ok) = compare(&summary(1000.0, 5.0), &summary(1000.0, 6.0), Limits::default());
-        assert!(!ok);
+        assert!(!compare(&summary(1000.0, 5.0), &summary(1000.0, 6.0), Limits::default()).ok());
         let lenient = Limits { max_rps_drop_pct: 10.0, max_p99_rise_pct: 30.0 };
-        assert!(compare(&summary(1000.0, 5.0), &summary(1000.0, 6.0), lenient).1);
+        assert!(compare(&summary(1000.0, 5.0), &summary(1000.0, 6.0), lenient).ok());
     }
 
     #[test]
@@ -645,12 +992,13 @@ mod tests {
             s
         };
         let base = with_runs(1000.0, 5.0, &[(900.0, 4.0), (1000.0, 5.0), (1100.0, 7.0)]);
-        let (table, ok) =
+        let c =
             compare(&base, &with_runs(1000.0, 6.0, &[(950.0, 6.0), (1000.0, 6.0), (1050.0, 6.5)]), Limits::default());
-        assert!(ok && table.contains("within the baseline's spread"), "{table}");
-        let (_, ok) =
+        let table = compare_text(&c);
+        assert!(c.ok() && table.contains("within the baseline's spread"), "{table}");
+        let c =
             compare(&base, &with_runs(1000.0, 9.0, &[(990.0, 8.5), (1000.0, 9.0), (1010.0, 9.5)]), Limits::default());
-        assert!(!ok, "every current run is slower than the slowest baseline run");
+        assert!(!c.ok(), "every current run is slower than the slowest baseline run");
     }
 
     #[test]
@@ -680,6 +1028,19 @@ mod tests {
         assert!((merged.max_ms - 100.0).abs() < 0.5);
         let decoded = Hist::decode(merged.hdr.as_deref().expect("hdr")).expect("decodes");
         assert_eq!(decoded.len(), 1000);
+    }
+
+    #[test]
+    fn merged_timelines_add_rates_second_by_second() {
+        let tick = |rps: f64, p99_ms: f64| Tick {
+            t_s: 1.0,
+            requests: [("GET /tasks".to_owned(), crate::live::TickRow { rps, p50_ms: 1.0, p99_ms })].into(),
+            hit_ratio: Some(1.0),
+        };
+        let mut into = vec![tick(100.0, 5.0)];
+        merge_timeline(&mut into, &[tick(50.0, 9.0), tick(10.0, 1.0)]);
+        assert_eq!(into.len(), 2);
+        assert_eq!((into[0].requests["GET /tasks"].rps, into[0].requests["GET /tasks"].p99_ms), (150.0, 9.0));
     }
 
     #[test]
