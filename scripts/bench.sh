@@ -9,6 +9,11 @@
 #   scripts/bench.sh instructions save           callgrind: store counts in benches/baselines/instructions.json
 #   scripts/bench.sh instructions check [--threshold PCT]
 #                                                callgrind: compare with that file; exit 1 beyond PCT (2)
+#   scripts/bench.sh hotpath [--rounds N] [--secs S] [--base-bin PATH] [--json]
+#                                                wrk (installed when missing): the server's paths
+#                                                against a bare hyper server and pgbench, interleaved;
+#                                                ratios, CPU µs per request, login capacity, memory
+#                                                (scripts/hotpath.py --help)
 #
 # The service and loopback benches need PostgreSQL and Redis: started here
 # as throwaway instances unless DATABASE_URL and REDIS_URL are set.
@@ -57,5 +62,10 @@ case "${1:-}" in
       check) shift 2 || true; target/release/instructions check "$baseline_file" "$@" ;;
       *) echo "usage: $0 instructions save|check [--threshold PCT]" >&2; exit 2 ;;
     esac ;;
-  *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+  hotpath)
+    shift
+    command -v wrk >/dev/null || scripts/services.sh apt wrk
+    cargo build --locked --release -q -p tollgate -p tollgate-benches --example bare
+    exec scripts/with-services.sh python3 scripts/hotpath.py "$@" ;;
+  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac

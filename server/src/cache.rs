@@ -66,7 +66,7 @@ use crate::config::CacheBackend;
 use crate::http::error::ApiError;
 use crate::kv::Kv;
 use crate::metrics::Metrics;
-use crate::trust::{EpochId, Trust, parse_epoch};
+use crate::trust::{EpochId, Trust, hex16, parse_epoch};
 use bytes::Bytes;
 use moka::sync::Cache;
 use redis::Script;
@@ -375,9 +375,7 @@ impl PageCache {
 
 /// Whether `tag` was made under `epoch` (`EPOCH-RANDOM`).
 fn tag_of_epoch(tag: &[u8], epoch: EpochId) -> bool {
-    tag.len() > 17
-        && tag[16] == b'-'
-        && std::str::from_utf8(&tag[..16]).ok().and_then(|h| u64::from_str_radix(h, 16).ok()) == Some(epoch.0)
+    tag.len() > 17 && tag[16] == b'-' && hex16(&tag[..16]) == Some(epoch.0)
 }
 
 /// A fresh random generation tag of `epoch`.

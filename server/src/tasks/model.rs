@@ -182,7 +182,13 @@ impl Page {
             Some(true) => "t",
             Some(false) => "f",
         };
-        format!("l{}:o{}:c{}", self.limit, self.offset, c)
+        // Built on every GET /tasks: pushed, not formatted (see kv::Keys).
+        let (mut l, mut o) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let mut s = String::with_capacity(32);
+        for part in ["l", l.format(self.limit), ":o", o.format(self.offset), ":c", c] {
+            s.push_str(part);
+        }
+        s
     }
 }
 
@@ -205,6 +211,9 @@ mod tests {
         let a = ListQuery::parse(Some("limit=10")).expect("ok").shape();
         let b = ListQuery::parse(Some("limit=10&completed=false")).expect("ok").shape();
         assert_ne!(a, b);
+        assert_eq!((a.as_str(), b.as_str()), ("l10:o0:c-", "l10:o0:cf"));
+        let c = ListQuery::parse(Some("offset=9223372036854775807&completed=true")).expect("ok").shape();
+        assert_eq!(c, "l50:o9223372036854775807:ct");
     }
 
     #[test]

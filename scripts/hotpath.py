@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""The hot path side by side with a bare server: `scripts/bench.sh hotpath`.
+
+Starts (on the PostgreSQL and Redis of DATABASE_URL / REDIS_URL, which
+scripts/bench.sh provides) the release server, a second one with
+CACHE_BACKEND=off (the miss path), the bare hyper server of
+benches/examples/bare.rs answering a body of the cached page's size, and,
+with --base-bin, another build of the server (its own database) to compare
+against. Then, in interleaved rounds (A B C ... A B C, each with a warm-up),
+wrk measures each path, and pgbench -S -M prepared the database's own
+ceiling. Per path: req/s, p50 and p99 (medians over the rounds, with their
+spread) and the server's CPU microseconds per request (utime + stime from
+/proc/PID/stat over the round, divided by the requests wrk counted).
+
+Then logins: a storm of correct logins (Argon2id) measures login req/s
+against cores / mean hash time (from the server's own histogram), and the
+cached GET /tasks p99 during the storm against its idle p99. Last, the
+server's resident size: idle after set-up, idle after the storm, and at its
+peak under 256 keep-alive connections.
+
+On a shared machine absolute numbers move by tens of percent from run to
+run; the ratios within one run (cached/bare, miss/pgbench, head/base) and
+CPU per request are what to read. Only loopback addresses are used; every
+load is bounded in time. Exit 0 when it ran (the targets are reported, not
+enforced: this is a measurement), 1 when something could not run.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICK = os.sysconf("SC_CLK_TCK")
+EMAIL, PASSWORD = "hotpath@tollgate-bench.example", "hotpath-password-1"
+
+
+def die(msg):
+    print(f"hotpath: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method, url, body=None, token=None):
+    req = urllib.request.Request(url, method=method, data=json.dumps(body).encode() if body is not None else None)
+    if body is not None:
+        req.add_header("content-type", "application/json")
+    if token:
+        req.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_ready(url, proc):
+    for _ in range(200):
+        if proc.poll() is not None:
+            die(f"{url} exited at start (code {proc.returncode})")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    die(f"{url} did not answer /healthz")
+
+
+class Server:
+    """A process on a loopback port, stopped by stop()."""
+
+    def __init__(self, name, argv, env=None, url_path=""):
+        self.name, self.port = name, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = dict(os.environ, **(env or {}), BIND_ADDR=f"127.0.0.1:{self.port}")
+        argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.log = tempfile.NamedTemporaryFile(prefix=f"hotpath-{name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(argv, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def cpu_ticks(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+
+    def rss_mib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            kb = int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        return kb / 1024
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def wrk(url, secs, conns, threads, token=None, script=None):
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency"]
+    if token:
+        argv += ["-H", f"authorization: Bearer {token}"]
+    if script:
+        argv += ["-s", script]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, timeout=secs + 30).stdout
+    def ms(label):
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    requests = re.search(r"(\d+) requests in", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if not (requests and rps):
+        die(f"wrk gave no result for {url}:\n{out}")
+    return {"requests": int(requests.group(1)), "rps": float(rps.group(1)), "p50_ms": ms("50"),
+            "p99_ms": ms("99"), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def measured(server, url, a, token=None, script=None, conns=None):
+    """One warmed-up wrk round with the server's CPU per request."""
+    conns = conns or a.connections
+    wrk(url, a.warmup, conns, a.threads, token, script)
+    before = server.cpu_ticks() if server else 0
+    r = wrk(url, a.secs, conns, a.threads, token, script)
+    if server:
+        r["cpu_us_per_req"] = (server.cpu_ticks() - before) * 1e6 / TICK / max(r["requests"], 1)
+    if r["non_2xx"]:
+        die(f"{url}: {r['non_2xx']} answers were not 2xx")
+    return r
+
+
+def pgbench_bin():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))
+    if os.environ.get("PG_BINDIR"):
+        found.append(os.path.join(os.environ["PG_BINDIR"], "pgbench"))
+    return found[-1] if found else die("pgbench not found (it comes with Debian's postgresql)")
+
+
+def set_up(url):
+    """A user with 20 tasks and a long-lived token."""
+    http("POST", f"{url}/auth/register", {"email": EMAIL, "password": PASSWORD})
+    status, body = http("POST", f"{url}/auth/login", {"email": EMAIL, "password": PASSWORD})
+    if status != 200:
+        die(f"{url}: login answered {status}: {body[:200]!r}")
+    token = json.loads(body)["access_token"]
+    status, body = http("GET", f"{url}/tasks?limit=100", token=token)
+    for i in range(20 - len(json.loads(body))):
+        http("POST", f"{url}/tasks", {"title": f"hot path task {i}"}, token)
+    status, body = http("GET", f"{url}/tasks", token=token)
+    if status != 200 or len(json.loads(body)) != 20:
+        die(f"{url}: GET /tasks answered {status} with {body[:100]!r}")
+    return token, len(body)
+
+
+def metric_sum(url, name):
+    status, body = http("GET", f"{url}/metrics")
+    total = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def summary(values):
+    values = [v for v in values if v == v]
+    if not values:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--secs", type=int, default=8, help="seconds per measured round")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up before each round")
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--base-bin", help="another build of the server to measure beside this one (GET /tasks, cached)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    a = p.parse_args()
+    for k in ("DATABASE_URL", "REDIS_URL"):
+        if not os.environ.get(k):
+            die(f"{k} is not set: run through scripts/bench.sh hotpath")
+    db_url = os.environ["DATABASE_URL"]
+    db_base = db_url.rsplit("/", 1)[0]
+    server_bin = os.path.join(ROOT, "target/release/tollgate")
+    bare_bin = os.path.join(ROOT, "target/release/examples/bare")
+    common = {"ACCESS_TOKEN_TTL_SECS": "86400", "RUST_LOG": "error", "LOGIN_MAX_FAILURES": "1000000"}
+
+    servers = []
+    try:
+        main_srv = Server("server", [server_bin], common)
+        miss_srv = Server("miss", [server_bin], dict(common, CACHE_BACKEND="off"))
+        servers += [main_srv, miss_srv]
+        wait_ready(main_srv.url, main_srv.proc)
+        wait_ready(miss_srv.url, miss_srv.proc)
+        token, body_size = set_up(main_srv.url)
+        bare = Server("bare", [bare_bin, "127.0.0.1:{port}", str(body_size)])
+        servers.append(bare)
+        wait_ready(bare.url, bare.proc)
+        base = None
+        if a.base_bin:
+            subprocess.run(["psql", db_url, "-qc", "DROP DATABASE IF EXISTS hotpath_base"], check=True,
+                           capture_output=True)
+            subprocess.run(["psql", db_url, "-qc", "CREATE DATABASE hotpath_base"], check=True, capture_output=True)
+            base = Server("base", [a.base_bin], dict(common, DATABASE_URL=f"{db_base}/hotpath_base"))
+            servers.append(base)
+            wait_ready(base.url, base.proc)
+            base_token, _ = set_up(base.url)
+        pgbench = pgbench_bin()
+        subprocess.run(["psql", db_url, "-qc", "DROP DATABASE IF EXISTS pgbench"], check=True, capture_output=True)
+        subprocess.run(["psql", db_url, "-qc", "CREATE DATABASE pgbench"], check=True, capture_output=True)
+        subprocess.run([pgbench, "-i", "-q", "-s", "1", f"{db_base}/pgbench"], check=True, capture_output=True)
+        rss_idle = main_srv.rss_mib()
+
+        paths = [
+            ("bare", f"bare server ({body_size} B body)", lambda: measured(bare, bare.url + "/", a)),
+            ("healthz", "GET /healthz", lambda: measured(main_srv, main_srv.url + "/healthz", a)),
+            ("cached", "GET /tasks, cached", lambda: measured(main_srv, main_srv.url + "/tasks", a, token)),
+            ("me", "GET /me", lambda: measured(main_srv, main_srv.url + "/me", a, token)),
+            ("miss", "GET /tasks, CACHE_BACKEND=off", lambda: measured(miss_srv, miss_srv.url + "/tasks", a, token)),
+        ]
+        if base:
+            paths.append(("base_cached", "GET /tasks, cached (--base-bin)",
+                          lambda: measured(base, base.url + "/tasks", a, base_token)))
+
+        def pgbench_round():
+            conns = str(min(a.connections, 32))
+            subprocess.run([pgbench, "-S", "-M", "prepared", "-n", "-c", conns, "-j", str(a.threads), "-T",
+                            str(a.warmup), f"{db_base}/pgbench"], capture_output=True, timeout=a.warmup + 60)
+            out = subprocess.run([pgbench, "-S", "-M", "prepared", "-n", "-c", conns, "-j", str(a.threads), "-T",
+                                  str(a.secs), f"{db_base}/pgbench"], capture_output=True, text=True,
+                                 timeout=a.secs + 60).stdout
+            m = re.search(r"tps = ([\d.]+)", out)
+            return {"rps": float(m.group(1)) if m else float("nan")}
+        paths.append(("pgbench", "pgbench -S -M prepared", pgbench_round))
+
+        rounds = {key: [] for key, _, _ in paths}
+        for r in range(a.rounds):
+            for key, label, run in paths:
+                rounds[key].append(run())
+                print(f"hotpath: round {r + 1}/{a.rounds} {label}: {rounds[key][-1]['rps']:.0f} req/s",
+                      file=sys.stderr)
+
+        # Logins: a storm of correct logins, and the cached read beside it.
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                     f'wrk.body = \'{json.dumps({"email": EMAIL, "password": PASSWORD})}\'\n')
+        script.close()
+        cores = os.cpu_count() or 1
+        n0, s0 = (metric_sum(main_srv.url, "password_hash_duration_seconds_" + k) for k in ("count", "sum"))
+        storm = {}
+        def login_storm():
+            storm.update(wrk(main_srv.url + "/auth/login", a.secs, 2 * cores, 1, script=script.name))
+        import threading
+        t = threading.Thread(target=login_storm)
+        t.start()
+        time.sleep(1)
+        during = wrk(main_srv.url + "/tasks", max(a.secs - 2, 1), a.connections, 1, token)
+        t.join()
+        n1, s1 = (metric_sum(main_srv.url, "password_hash_duration_seconds_" + k) for k in ("count", "sum"))
+        hash_s = (s1 - s0) / max(n1 - n0, 1)
+        time.sleep(2)
+        rss_after_storm = main_srv.rss_mib()
+        peak = [0.0]
+        def sample():
+            end = time.time() + a.secs
+            while time.time() < end:
+                peak[0] = max(peak[0], main_srv.rss_mib())
+                time.sleep(0.25)
+        t = threading.Thread(target=sample)
+        t.start()
+        wrk(main_srv.url + "/tasks", a.secs, 256, a.threads, token)
+        t.join()
+    finally:
+        for s in servers:
+            s.stop()
+
+    med = {k: {m: summary([x.get(m, float("nan")) for x in v]) for m in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+           for k, v in rounds.items()}
+    ratio = lambda x, y: med[x]["rps"]["median"] / med[y]["rps"]["median"]
+    idle_p99 = med["cached"]["p99_ms"]["median"]
+    result = {
+        "rounds": a.rounds, "secs": a.secs, "connections": a.connections, "cores": cores,
+        "paths": {k: {"label": l, **med[k]} for k, l, _ in paths},
+        "ratios": {"cached_over_bare": ratio("cached", "bare"), "miss_over_pgbench": ratio("miss", "pgbench"),
+                   **({"cached_over_base": ratio("cached", "base_cached")} if base else {})},
+        "login": {"rps": storm.get("rps"), "hash_ms": hash_s * 1000, "ceiling_rps": cores / hash_s if hash_s else None,
+                  "share_of_ceiling": storm.get("rps", 0) * hash_s / cores if hash_s else None,
+                  "cached_p99_idle_ms": idle_p99, "cached_p99_during_storm_ms": during["p99_ms"],
+                  "p99_ratio": during["p99_ms"] / idle_p99 if idle_p99 else None},
+        "rss_mib": {"idle": rss_idle, "idle_after_login_storm": rss_after_storm, "peak_256_connections": peak[0]},
+    }
+    if a.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"hotpath: {a.rounds} interleaved rounds of {a.secs} s (+{a.warmup} s warm-up), wrk -t{a.threads} "
+          f"-c{a.connections}, {cores} cores shared by everything; medians (min..max)")
+    print(f"{'path':<34} {'req/s':>22} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>11}")
+    for k, label, _ in paths:
+        m = med[k]
+        rps = f"{m['rps']['median']:,.0f} ({m['rps']['min']:,.0f}..{m['rps']['max']:,.0f})"
+        cpu = m["cpu_us_per_req"]["median"]
+        print(f"{label:<34} {rps:>22} {m['p50_ms']['median']:>7.2f} {m['p99_ms']['median']:>7.2f} "
+              f"{'' if cpu != cpu else f'{cpu:.1f}':>11}")
+    r = result["ratios"]
+    print(f"cached / bare: {r['cached_over_bare']:.1%} (target 50 %); miss / pgbench: {r['miss_over_pgbench']:.1%} "
+          f"(target 50 %)" + (f"; cached, this build / --base-bin: {r['cached_over_base']:.1%}" if base else ""))
+    lg = result["login"]
+    if lg["ceiling_rps"]:
+        print(f"login: {lg['rps']:.1f}/s with a mean hash of {lg['hash_ms']:.1f} ms = {lg['share_of_ceiling']:.1%} of "
+              f"{cores} cores / hash time (target 90 %); cached p99 {lg['cached_p99_idle_ms']:.2f} ms idle, "
+              f"{lg['cached_p99_during_storm_ms']:.2f} ms during the storm = {lg['p99_ratio']:.2f}x (target 2x)")
+    m = result["rss_mib"]
+    print(f"resident: {m['idle']:.1f} MiB idle, {m['idle_after_login_storm']:.1f} MiB idle after the login storm "
+          f"(target 30), {m['peak_256_connections']:.1f} MiB at most under 256 connections (target 100)")
+
+
+if __name__ == "__main__":
+    main()
