@@ -65,7 +65,12 @@ case "${1:-}" in
   hotpath)
     shift
     command -v wrk >/dev/null || scripts/services.sh apt wrk
-    cargo build --locked --release -q -p tollgate -p tollgate-benches --example bare
+    # HOTPATH_PROFILE=debug: the test command's quick run (no release build).
+    profile=${HOTPATH_PROFILE:-release}
+    flag=(); [ "$profile" = release ] && flag=(--release)
+    cargo build --locked "${flag[@]}" -q -p tollgate --bin tollgate
+    cargo build --locked "${flag[@]}" -q -p tollgate-benches --example bare
+    set -- --profile "$profile" "$@"
     exec scripts/with-services.sh python3 scripts/hotpath.py "$@" ;;
   *) sed -n '2,19p' "$0" >&2; exit 2 ;;
 esac

@@ -15,8 +15,9 @@ spread) and the server's CPU microseconds per request (utime + stime from
 Then logins: a storm of correct logins (Argon2id) measures login req/s
 against cores / mean hash time (from the server's own histogram), and the
 cached GET /tasks p99 during the storm against its idle p99. Last, the
-server's resident size: idle after set-up, idle after the storm, and at its
-peak under 256 keep-alive connections.
+resident size of a fresh server of its own (so the rounds above leave
+nothing in it): idle at start, idle after a login storm, and at its peak
+under 256 keep-alive connections.
 
 On a shared machine absolute numbers move by tens of percent from run to
 run; the ratios within one run (cached/bare, miss/pgbench, head/base) and
@@ -192,14 +193,16 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--base-bin", help="another build of the server to measure beside this one (GET /tasks, cached)")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--profile", default="release", help="the cargo profile of the binaries (debug: the test "
+                   "command's quick run that keeps this script from rotting; its numbers mean nothing)")
     a = p.parse_args()
     for k in ("DATABASE_URL", "REDIS_URL"):
         if not os.environ.get(k):
             die(f"{k} is not set: run through scripts/bench.sh hotpath")
     db_url = os.environ["DATABASE_URL"]
     db_base = db_url.rsplit("/", 1)[0]
-    server_bin = os.path.join(ROOT, "target/release/tollgate")
-    bare_bin = os.path.join(ROOT, "target/release/examples/bare")
+    server_bin = os.path.join(ROOT, f"target/{a.profile}/tollgate")
+    bare_bin = os.path.join(ROOT, f"target/{a.profile}/examples/bare")
     common = {"ACCESS_TOKEN_TTL_SECS": "86400", "RUST_LOG": "error", "LOGIN_MAX_FAILURES": "1000000"}
 
     servers = []
@@ -213,6 +216,11 @@ def main():
         bare = Server("bare", [bare_bin, "127.0.0.1:{port}", str(body_size)])
         servers.append(bare)
         wait_ready(bare.url, bare.proc)
+        uds = None
+        if os.environ.get("REDIS_SOCKET_URL"):
+            uds = Server("uds", [server_bin], dict(common, REDIS_URL=os.environ["REDIS_SOCKET_URL"]))
+            servers.append(uds)
+            wait_ready(uds.url, uds.proc)
         base = None
         if a.base_bin:
             subprocess.run(["psql", db_url, "-qc", "DROP DATABASE IF EXISTS hotpath_base"], check=True,
@@ -226,7 +234,6 @@ def main():
         subprocess.run(["psql", db_url, "-qc", "DROP DATABASE IF EXISTS pgbench"], check=True, capture_output=True)
         subprocess.run(["psql", db_url, "-qc", "CREATE DATABASE pgbench"], check=True, capture_output=True)
         subprocess.run([pgbench, "-i", "-q", "-s", "1", f"{db_base}/pgbench"], check=True, capture_output=True)
-        rss_idle = main_srv.rss_mib()
 
         paths = [
             ("bare", f"bare server ({body_size} B body)", lambda: measured(bare, bare.url + "/", a)),
@@ -235,6 +242,9 @@ def main():
             ("me", "GET /me", lambda: measured(main_srv, main_srv.url + "/me", a, token)),
             ("miss", "GET /tasks, CACHE_BACKEND=off", lambda: measured(miss_srv, miss_srv.url + "/tasks", a, token)),
         ]
+        if uds:
+            paths.insert(3, ("cached_uds", "GET /tasks, cached, Redis socket",
+                             lambda: measured(uds, uds.url + "/tasks", a, token)))
         if base:
             paths.append(("base_cached", "GET /tasks, cached (--base-bin)",
                           lambda: measured(base, base.url + "/tasks", a, base_token)))
@@ -275,17 +285,28 @@ def main():
         t.join()
         n1, s1 = (metric_sum(main_srv.url, "password_hash_duration_seconds_" + k) for k in ("count", "sum"))
         hash_s = (s1 - s0) / max(n1 - n0, 1)
+        if storm.get("non_2xx"):
+            die(f"{storm['non_2xx']} logins of the storm were not 200: the login numbers would mean nothing")
+
+        # Memory, on a fresh server: idle, after a login storm, under 256
+        # connections.
+        mem = Server("memory", [server_bin], common)
+        servers.append(mem)
+        wait_ready(mem.url, mem.proc)
+        time.sleep(1)
+        rss_idle = mem.rss_mib()
+        wrk(mem.url + "/auth/login", a.secs, 2 * cores, 1, script=script.name)
         time.sleep(2)
-        rss_after_storm = main_srv.rss_mib()
+        rss_after_storm = mem.rss_mib()
         peak = [0.0]
         def sample():
             end = time.time() + a.secs
             while time.time() < end:
-                peak[0] = max(peak[0], main_srv.rss_mib())
+                peak[0] = max(peak[0], mem.rss_mib())
                 time.sleep(0.25)
         t = threading.Thread(target=sample)
         t.start()
-        wrk(main_srv.url + "/tasks", a.secs, 256, a.threads, token)
+        wrk(mem.url + "/tasks", a.secs, 256, a.threads, token)
         t.join()
     finally:
         for s in servers:
@@ -299,6 +320,7 @@ def main():
         "rounds": a.rounds, "secs": a.secs, "connections": a.connections, "cores": cores,
         "paths": {k: {"label": l, **med[k]} for k, l, _ in paths},
         "ratios": {"cached_over_bare": ratio("cached", "bare"), "miss_over_pgbench": ratio("miss", "pgbench"),
+                   **({"cached_uds_over_bare": ratio("cached_uds", "bare")} if uds else {}),
                    **({"cached_over_base": ratio("cached", "base_cached")} if base else {})},
         "login": {"rps": storm.get("rps"), "hash_ms": hash_s * 1000, "ceiling_rps": cores / hash_s if hash_s else None,
                   "share_of_ceiling": storm.get("rps", 0) * hash_s / cores if hash_s else None,
@@ -311,24 +333,26 @@ def main():
         return
     print(f"hotpath: {a.rounds} interleaved rounds of {a.secs} s (+{a.warmup} s warm-up), wrk -t{a.threads} "
           f"-c{a.connections}, {cores} cores shared by everything; medians (min..max)")
-    print(f"{'path':<34} {'req/s':>22} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>11}")
+    print(f"{'path':<34} {'req/s (min..max)':>26} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>11}")
     for k, label, _ in paths:
         m = med[k]
         rps = f"{m['rps']['median']:,.0f} ({m['rps']['min']:,.0f}..{m['rps']['max']:,.0f})"
         cpu = m["cpu_us_per_req"]["median"]
-        print(f"{label:<34} {rps:>22} {m['p50_ms']['median']:>7.2f} {m['p99_ms']['median']:>7.2f} "
+        print(f"{label:<34} {rps:>26} {m['p50_ms']['median']:>7.2f} {m['p99_ms']['median']:>7.2f} "
               f"{'' if cpu != cpu else f'{cpu:.1f}':>11}")
     r = result["ratios"]
-    print(f"cached / bare: {r['cached_over_bare']:.1%} (target 50 %); miss / pgbench: {r['miss_over_pgbench']:.1%} "
-          f"(target 50 %)" + (f"; cached, this build / --base-bin: {r['cached_over_base']:.1%}" if base else ""))
+    print(f"cached / bare: {r['cached_over_bare']:.1%} (target 50 %)"
+          + (f", with Redis over a Unix socket {r['cached_uds_over_bare']:.1%}" if uds else "")
+          + f"; miss / pgbench: {r['miss_over_pgbench']:.1%} (target 50 %)"
+          + (f"; cached, this build / --base-bin: {r['cached_over_base']:.1%}" if base else ""))
     lg = result["login"]
     if lg["ceiling_rps"]:
         print(f"login: {lg['rps']:.1f}/s with a mean hash of {lg['hash_ms']:.1f} ms = {lg['share_of_ceiling']:.1%} of "
               f"{cores} cores / hash time (target 90 %); cached p99 {lg['cached_p99_idle_ms']:.2f} ms idle, "
               f"{lg['cached_p99_during_storm_ms']:.2f} ms during the storm = {lg['p99_ratio']:.2f}x (target 2x)")
     m = result["rss_mib"]
-    print(f"resident: {m['idle']:.1f} MiB idle, {m['idle_after_login_storm']:.1f} MiB idle after the login storm "
-          f"(target 30), {m['peak_256_connections']:.1f} MiB at most under 256 connections (target 100)")
+    print(f"resident (a fresh server): {m['idle']:.1f} MiB idle, {m['idle_after_login_storm']:.1f} MiB idle after a "
+          f"login storm (target 30), {m['peak_256_connections']:.1f} MiB at most under 256 connections (target 100)")
 
 
 if __name__ == "__main__":

@@ -100,7 +100,10 @@ EOF
     || die "createdb $db failed"
 
   # Redis is an accelerator only: no persistence, so a restart is empty.
+  # It listens on a Unix socket too (REDIS_SOCKET_URL): the single-host
+  # deployment, as scripts/bench.sh hotpath measures it.
   redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+    --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
     --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir" \
     || die "redis-server did not start"
   local i
@@ -116,6 +119,7 @@ EOF
 export TOLLGATE_SERVICES_DIR='$dir'
 export DATABASE_URL='postgres://postgres@127.0.0.1:$pg_port/$db'
 export REDIS_URL='redis://127.0.0.1:$redis_port'
+export REDIS_SOCKET_URL='unix://$dir/redis.sock'
 export PG_BINDIR='$bindir'
 EOF
 }

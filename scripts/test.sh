@@ -4,7 +4,8 @@
 # missing, starts throwaway instances on free ports, runs every test of the
 # workspace against them, then the dashboards test against a live Prometheus
 # (installed when missing), then the load harness's reports in headless
-# Chromium and compare's formats (scripts/report-test.sh), then the server
+# Chromium and compare's formats (scripts/report-test.sh), one quick round of
+# scripts/bench.sh hotpath on the debug build (so it cannot rot), then the server
 # against its OpenAPI document
 # (scripts/schemathesis.sh), then the fault scenarios under load
 # (scripts/faults.sh, debug builds), the supply-chain checks (scripts/deny.sh),
@@ -16,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 scripts/layers.py server/src
 exec scripts/with-services.sh bash -c \
-  'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh && scripts/report-test.sh && scripts/schemathesis.sh && PROFILE=debug scripts/faults.sh all \
+  'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh && scripts/report-test.sh \
+   && HOTPATH_PROFILE=debug scripts/bench.sh hotpath --rounds 1 --secs 1 --warmup 1 && scripts/schemathesis.sh && PROFILE=debug scripts/faults.sh all \
    && scripts/deny.sh && scripts/fuzz.sh 10' \
   test.sh "$@"
