@@ -4,8 +4,10 @@
 # typo or --help costs no service start), installs and starts throwaway
 # PostgreSQL and Redis when missing, runs tollgate-loadtest (by default
 # `cached-read` for 30 s after measuring the generator's own ceiling on
-# /healthz), prints the table, writes target/loadtest/summary.json and one
-# HTML report per scenario, and stops everything it started. Its exit status
+# /healthz) with a progress line every 5 s, prints the table (with what the
+# server's own /metrics saw), writes target/loadtest/summary.json,
+# target/loadtest/report.html (charts, opens offline) and goose's HTML
+# report per scenario, and stops everything it started. Its exit status
 # is the harness's (0 passed, 1 contract broken, 2 threshold, 3 could not run).
 #
 # Arguments go to tollgate-loadtest, for example:
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked -p tollgate-loadtest
 bin=target/release/tollgate-loadtest
 case "${1:-}" in
-  compare|merge|list|login-timing|help) exec "$bin" "$@" ;;
+  compare|report|merge|list|login-timing|help) exec "$bin" "$@" ;;
 esac
 for a in "$@"; do
   case "$a" in

@@ -32,7 +32,7 @@ use crate::auth::token::Role;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::{JsonBody, Resp, json_bytes};
 use crate::state::{AppState, Caller};
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{EmptySubscription, ErrorExtensions, Schema, ServerError, Variables};
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -225,25 +225,7 @@ where
         Err(e) => {
             return refused(st, vec![request_error(&e.message, "GRAPHQL_PARSE_FAILED")], graphql_response);
         }
-        Ok(doc) => {
-            let op = match (&doc.operations, body.operation_name.as_deref()) {
-                (DocumentOperations::Single(op), _) => Some((body.operation_name.clone(), op)),
-                (DocumentOperations::Multiple(ops), Some(n)) => {
-                    ops.iter().find(|(k, _)| k.as_str() == n).map(|(k, op)| (Some(k.to_string()), op))
-                }
-                // One named operation needs no operationName.
-                (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-                    ops.iter().next().map(|(k, op)| (Some(k.to_string()), op))
-                }
-                (DocumentOperations::Multiple(_), None) => None,
-            };
-            let kind = match op.as_ref().map(|(_, op)| op.node.ty) {
-                Some(OperationType::Mutation) => "mutation",
-                Some(OperationType::Subscription) => "subscription",
-                _ => "query",
-            };
-            (op.and_then(|(n, _)| n).unwrap_or_else(|| "anonymous".to_owned()), kind)
-        }
+        Ok(doc) => operation_label(doc, body.operation_name.as_deref()),
     };
     let gql = Gql::new(Arc::clone(st), caller.principal.user_id, caller.principal.role == Role::Admin, &caller.checked);
     let mut response = schema.execute(request.data(gql)).await;
@@ -265,6 +247,28 @@ where
         let body = json!({ "errors": response.errors });
         answer(StatusCode::BAD_REQUEST, &body, graphql_response)
     }
+}
+
+/// The operation a document runs, as the metric labels it: its name (or
+/// `anonymous`) and its type.
+fn operation_label(doc: &ExecutableDocument, wanted: Option<&str>) -> (String, &'static str) {
+    let op = match (&doc.operations, wanted) {
+        (DocumentOperations::Single(op), _) => Some((wanted.map(str::to_owned), op)),
+        (DocumentOperations::Multiple(ops), Some(n)) => {
+            ops.iter().find(|(k, _)| k.as_str() == n).map(|(k, op)| (Some(k.to_string()), op))
+        }
+        // One named operation needs no operationName.
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.iter().next().map(|(k, op)| (Some(k.to_string()), op))
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    let kind = match op.as_ref().map(|(_, op)| op.node.ty) {
+        Some(OperationType::Mutation) => "mutation",
+        Some(OperationType::Subscription) => "subscription",
+        _ => "query",
+    };
+    (op.and_then(|(n, _)| n).unwrap_or_else(|| "anonymous".to_owned()), kind)
 }
 
 fn code_of(e: &ServerError) -> Option<&str> {
