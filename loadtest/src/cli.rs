@@ -333,11 +333,11 @@ mod tests {
 
     #[test]
     fn bad_options_are_refused_before_anything_runs() {
-        assert!(run(&["nope"]).unwrap_err().contains("unknown scenario"));
+        assert!(run(&["nope"]).expect_err("refused").contains("unknown scenario"));
         assert!(run(&["--mix", "cached-read=x"]).is_err());
         assert!(run(&["--mix", "nothing=1"]).is_err());
         assert!(run(&["--generator", "4/3"]).is_err());
-        assert!(run(&["--rate", "10", "revocation"]).unwrap_err().contains("open-model"));
+        assert!(run(&["--rate", "10", "revocation"]).expect_err("refused").contains("open-model"));
         assert!(run(&["--rate", "10", "--rate-steps", "1:1s"]).is_err());
         assert!(run(&["--rate-steps", "100:2s,oops"]).is_err());
         assert!(run(&["--users", "nope"]).is_err(), "goose's options are checked too");

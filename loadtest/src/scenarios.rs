@@ -179,12 +179,11 @@ impl Shared {
     /// Renews, by a fresh login, every account token about to expire.
     pub async fn renew_tokens(&self, client: &reqwest::Client, base: &str) {
         for (i, a) in self.accounts.iter().enumerate() {
-            if crate::setup::expires_soon(&self.access_token(i)) {
-                if let Ok((access, _)) = crate::setup::login(client, base, &a.email, PASSWORD).await {
-                    if let Ok(mut t) = self.tokens[i].write() {
-                        *t = access;
-                    }
-                }
+            if crate::setup::expires_soon(&self.access_token(i))
+                && let Ok((access, _)) = crate::setup::login(client, base, &a.email, PASSWORD).await
+                && let Ok(mut t) = self.tokens[i].write()
+            {
+                *t = access;
             }
         }
     }
@@ -310,10 +309,10 @@ async fn token(sh: &Shared, user: &mut GooseUser) -> Result<String, Tx> {
         return Ok(s.access.clone());
     }
     let email = sh.accounts[s.account].email.clone();
-    if let Some((access, refresh)) = login(sh, user, &email).await? {
-        if let Some(s) = user.get_session_data_mut::<Sess>() {
-            (s.access, s.refresh) = (access, refresh);
-        }
+    if let Some((access, refresh)) = login(sh, user, &email).await?
+        && let Some(s) = user.get_session_data_mut::<Sess>()
+    {
+        (s.access, s.refresh) = (access, refresh);
     }
     Ok(user.get_session_data::<Sess>().map(|s| s.access.clone()).unwrap_or_default())
 }
@@ -587,12 +586,12 @@ async fn victim_call(sh: Arc<Shared>, user: &mut GooseUser) -> TransactionResult
             }
         }
         401 => {
-            if let Ok(mut tl) = sh.timeline[i].lock() {
-                if let (Some(a), false) = (tl.ban_answered, tl.first_401_seen) {
-                    tl.first_401_seen = true;
-                    if let Ok(mut v) = sh.ban_to_401.lock() {
-                        v.push(Instant::now().saturating_duration_since(a));
-                    }
+            if let Ok(mut tl) = sh.timeline[i].lock()
+                && let (Some(a), false) = (tl.ban_answered, tl.first_401_seen)
+            {
+                tl.first_401_seen = true;
+                if let Ok(mut v) = sh.ban_to_401.lock() {
+                    v.push(Instant::now().saturating_duration_since(a));
                 }
             }
             user.set_success(&mut r.request)?;

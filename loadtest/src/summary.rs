@@ -672,10 +672,13 @@ pub fn compare_markdown(c: &Comparison, base: &Summary, cur: &Summary) -> String
     let mark = if c.ok() { "✅" } else { "❌" };
     let _ = writeln!(out, "**{mark} {}**\n", c.verdict());
     let commit = |s: &Summary| {
-        s.provenance
-            .as_ref()
-            .and_then(|p| p.git_commit.clone())
-            .map_or("unknown".to_owned(), |c| c.chars().take(12).collect())
+        s.provenance.as_ref().and_then(|p| p.git_commit.clone()).map_or("unknown".to_owned(), |c| {
+            match c.split_once('-') {
+                // `HASH-dirty`: the hash shortened, the mark kept.
+                Some((hash, mark)) => format!("{}-{mark}", hash.chars().take(12).collect::<String>()),
+                None => c.chars().take(12).collect(),
+            }
+        })
     };
     let _ = writeln!(
         out,
@@ -924,9 +927,13 @@ mod tests {
 
     #[test]
     fn a_regression_reads_the_same_in_markdown_and_junit() {
-        let (base, cur) = (summary(1000.0, 5.0), summary(850.0, 5.0));
+        let (base, mut cur) = (summary(1000.0, 5.0), summary(850.0, 5.0));
+        if let Some(p) = cur.provenance.as_mut() {
+            p.git_commit = Some("0123456789abcdef0123-dirty".into());
+        }
         let c = compare(&base, &cur, Limits::default());
         let md = compare_markdown(&c, &base, &cur);
+        assert!(md.contains("current `0123456789ab-dirty`"), "a dirty tree stays marked:\n{md}");
         assert!(md.starts_with("**❌ REGRESSION in 1 of 1 rows"), "verdict first:\n{md}");
         assert!(md.contains("| cached-read | `GET /tasks` | 1000.0 | 850.0 | -15.0% |"), "{md}");
         let junit = compare_junit(&c);

@@ -188,10 +188,10 @@ async fn pump(
         while stalled.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if let Err(e) = to.write_all(&buf[..n]).await {
-            if e.kind() != ErrorKind::BrokenPipe {
-                return;
-            }
+        if let Err(e) = to.write_all(&buf[..n]).await
+            && e.kind() != ErrorKind::BrokenPipe
+        {
+            return;
         }
     }
 }

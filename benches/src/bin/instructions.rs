@@ -44,7 +44,7 @@ fn count(op: &str, n: u64) -> Result<u64, String> {
     let _ = std::fs::remove_file(&out);
     text.lines()
         .find_map(|l| l.strip_prefix("summary: ").or_else(|| l.strip_prefix("totals: ")))
-        .and_then(|v| v.trim().split_whitespace().next()?.parse().ok())
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .ok_or_else(|| format!("no instruction total in callgrind's output for {op}"))
 }
 
