@@ -396,8 +396,14 @@ impl RunCtx<'_> {
             Some(o) => (o.steps.iter().map(|s| s.secs).sum(), o.steps.first().map_or(0.0, |s| s.rate)),
             None if has_test_plan(&self.opts.goose) => (0.0, 0.0),
             None => {
-                let t = self.opts.goose.run_time.as_deref().and_then(goose::util::parse_timespan);
-                (t.unwrap_or(DEFAULT_RUN_TIME) as f64, 0.0)
+                // goose's run time counts from when every user runs: add
+                // the ramp (users at the increase rate per second).
+                let g = &self.opts.goose;
+                let t = g.run_time.as_deref().and_then(goose::util::parse_timespan).unwrap_or(DEFAULT_RUN_TIME);
+                let users = g.users.unwrap_or(DEFAULT_USERS) as f64;
+                let rate =
+                    g.increase_rate.as_deref().and_then(|r| r.parse::<f64>().ok()).unwrap_or(DEFAULT_USERS as f64);
+                (t as f64 + users / rate.max(0.001), 0.0)
             }
         }
     }
@@ -529,7 +535,7 @@ async fn calibrate(base: &str, opts: &RunOptions, shared: &Arc<Shared>) -> anyho
         attack(base, &opts.goose, vec![scenarios::healthz(shared)], Purpose::Calibration(opts.calibrate_secs)).await;
     let timeline = watch.stop().await;
     let mut s = summary::from_goose("healthz", &a?.metrics, &shared.take_hists());
-    s.timeline = timeline;
+    (s.timeline, s.calibration) = (timeline, true);
     Ok(s)
 }
 

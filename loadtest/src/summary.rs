@@ -199,6 +199,10 @@ pub struct ScenarioSummary {
     /// Second by second, for the report's charts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<Tick>,
+    /// The generator's ceiling (`healthz` before the scenarios): it judges
+    /// the generator, so `compare` shows it without judging it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub calibration: bool,
 }
 
 /// A whole invocation.
@@ -562,6 +566,15 @@ impl CompareRow {
 pub fn compare(base: &Summary, cur: &Summary, limits: Limits) -> Comparison {
     let mut out = Comparison { limits, ..Comparison::default() };
     for bs in &base.scenarios {
+        if bs.calibration {
+            if let Some(cs) = cur.scenarios.iter().find(|c| c.calibration) {
+                out.unmatched.push(format!(
+                    "{}: the generator's ceiling, {:.0} -> {:.0} req/s (not judged: it measures the generator)",
+                    bs.scenario, bs.rps, cs.rps
+                ));
+            }
+            continue;
+        }
         let Some(cs) = cur.scenarios.iter().find(|c| c.scenario == bs.scenario) else {
             out.unmatched.push(format!("{}: missing from the current run", bs.scenario));
             continue;
@@ -579,7 +592,7 @@ pub fn compare(base: &Summary, cur: &Summary, limits: Limits) -> Comparison {
             out.rows.push(compare_row(bs, cs, br, cr, limits));
         }
     }
-    for cs in &cur.scenarios {
+    for cs in cur.scenarios.iter().filter(|c| !c.calibration) {
         if !base.scenarios.iter().any(|b| b.scenario == cs.scenario) {
             out.unmatched.push(format!("{}: new, not in the baseline", cs.scenario));
         }
@@ -916,6 +929,7 @@ mod tests {
                 runs: Vec::new(),
                 server: None,
                 timeline: Vec::new(),
+                calibration: false,
             }],
             generator: None,
             provenance: Some(Provenance {
@@ -945,6 +959,23 @@ mod tests {
         let ok = compare(&base, &base, Limits::default());
         assert!(compare_markdown(&ok, &base, &base).starts_with("**✅ no regression"));
         assert!(compare_junit(&ok).contains(r#"failures="0""#));
+    }
+
+    #[test]
+    fn the_generators_ceiling_is_shown_not_judged() {
+        let with_ceiling = |rps: f64| {
+            let mut s = summary(1000.0, 5.0);
+            let mut c = s.scenarios[0].clone();
+            (c.scenario, c.rps, c.calibration) = ("healthz".into(), rps, true);
+            c.by_request[0].name = "GET /healthz".into();
+            c.by_request[0].rps = rps;
+            s.scenarios.insert(0, c);
+            s
+        };
+        let c = compare(&with_ceiling(40_000.0), &with_ceiling(30_000.0), Limits::default());
+        assert!(c.ok(), "{}", compare_text(&c));
+        assert_eq!(c.rows.len(), 1, "only the server's rows are judged");
+        assert!(compare_text(&c).contains("healthz: the generator's ceiling, 40000 -> 30000 req/s (not judged"));
     }
 
     #[test]
