@@ -136,7 +136,9 @@ impl Live {
 
     /// Records one answered request: `status` 0 is a transport error.
     pub fn observe(&self, request: &str, status: u16, took: Duration) {
-        let scenario = self.scenario.read().map(|s| s.clone()).unwrap_or_default();
+        // On every request of the generator: no allocation once a request
+        // name has been seen (its ceiling is part of every result).
+        let Ok(scenario) = self.scenario.read() else { return };
         let class = match status {
             0 => "error",
             100..=199 => "1xx",
@@ -145,10 +147,14 @@ impl Live {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        self.requests.with_label_values(&[&self.run_id, &scenario, request, class]).inc();
-        self.latency.with_label_values(&[&self.run_id, &scenario, request]).observe(took.as_secs_f64());
+        let scenario = scenario.as_str();
+        self.requests.with_label_values(&[self.run_id.as_str(), scenario, request, class]).inc();
+        self.latency.with_label_values(&[self.run_id.as_str(), scenario, request]).observe(took.as_secs_f64());
         if let Ok(mut w) = self.tick.lock() {
-            w.hists.entry(request.to_owned()).or_default().record(took);
+            match w.hists.get_mut(request) {
+                Some(h) => h.record(took),
+                None => w.hists.entry(request.to_owned()).or_default().record(took),
+            }
             w.errors += u64::from(status == 0 || status >= 500);
         }
     }
@@ -296,46 +302,41 @@ fn progress_line(name: &str, elapsed: f64, planned: f64, secs: f64, w: &Window, 
     )
 }
 
-/// Serves `GET /metrics` of `live` on `addr` until `stop` resolves. The
-/// bound address is returned at once (`:0` picks a free port).
+/// Serves `GET /metrics` of `live` on `addr` until `stop` resolves, on
+/// the server's own listener (`tollgate::http::server::serve`: connection
+/// limit, header timeout, graceful drain). The bound address is returned at
+/// once (`:0` picks a free port).
 pub async fn serve(
     live: Arc<Live>,
     addr: std::net::SocketAddr,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
+    use tollgate::http::server::{ServeOptions, serve};
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        tokio::pin!(stop);
-        loop {
-            let stream = tokio::select! {
-                r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
-                () = &mut stop => return,
+    let opts = ServeOptions {
+        header_read_timeout: Duration::from_secs(10),
+        max_connections: 64,
+        shutdown_grace: Duration::from_secs(1),
+    };
+    let handler = move |req: hyper::Request<hyper::body::Incoming>| {
+        let live = live.clone();
+        async move {
+            let (status, body) = if req.uri().path() == "/metrics" {
+                (hyper::StatusCode::OK, live.render())
+            } else {
+                (hyper::StatusCode::NOT_FOUND, "not found: the load generator serves /metrics\n".to_owned())
             };
-            let live = live.clone();
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let live = live.clone();
-                async move {
-                    let (status, body) = if req.uri().path() == "/metrics" {
-                        (200, live.render())
-                    } else {
-                        (404, "not found: the load generator serves /metrics\n".to_owned())
-                    };
-                    hyper::Response::builder()
-                        .status(status)
-                        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                        .body(Full::new(Bytes::from(body)))
-                }
-            });
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-            });
+            let mut r = hyper::Response::new(tollgate::http::Body::from(body));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
         }
-    });
-    Ok((bound, task))
+    };
+    Ok((bound, tokio::spawn(serve(listener, opts, handler, stop))))
 }
 
 #[cfg(test)]
