@@ -155,9 +155,12 @@ fn spawn_threads(n: usize) -> anyhow::Result<mpsc::Sender<Job>> {
                     Ok(rx) => rx.recv(),
                     Err(_) => return,
                 };
-                match job {
-                    Ok(job) => job(scratch.get_or_insert_with(Scratch::default)),
-                    Err(_) => return,
+                let Ok(job) = job else { return };
+                // A panicking hash costs its request (its answer channel is
+                // dropped: a 500), not the thread: the pool keeps its size.
+                let scratch = scratch.get_or_insert_with(Scratch::default);
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(scratch))).is_err() {
+                    tracing::error!("a password hash panicked; the hashing thread carries on");
                 }
             }
         })?;
@@ -283,6 +286,15 @@ mod tests {
         let ours = hash_with(&mut s, "new password").expect("hash");
         let parsed = PasswordHash::new(&ours).expect("PHC");
         assert!(Argon2::default().verify_password(b"new password", &parsed).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_hash_costs_its_request_not_the_thread() {
+        let pool = Passwords::new(1, 8, Arc::new(Metrics::new())).expect("threads");
+        let failed = pool.run(|_| -> () { panic!("boom") }).await;
+        assert!(matches!(failed, Err(ApiError::Internal(_))), "{failed:?}");
+        let h = pool.hash("pw-1234567".into()).await.expect("the one thread still hashes");
+        assert!(pool.verify(Some(h), "pw-1234567".into()).await.expect("verify"));
     }
 
     #[tokio::test]
