@@ -359,8 +359,15 @@ async fn set_up(
         (i, n) => format!("g{i}of{n}-{k}"),
     };
     let accounts = setup::accounts(&client, base, &kind("user"), opts.accounts.max(1), opts.tasks).await?;
+    let logs_in =
+        |n: &String| n == "login" || (n == scenarios::MIXED && opts.mix.iter().any(|(m, w)| m == "login" && *w > 0));
+    let login_accounts = if names.iter().any(logs_in) {
+        setup::accounts(&client, base, &kind("login"), opts.accounts.clamp(1, 8), 0).await?
+    } else {
+        Vec::new()
+    };
     if !names.iter().any(|n| bans_in(opts, n)) {
-        return Ok((Shared::new(accounts, Vec::new(), live.clone()), None));
+        return Ok((Shared::new(accounts, login_accounts, Vec::new(), live.clone()), None));
     }
     let (email, password) = opts.admin.clone().or_else(|| target.admin.clone()).context(
         "the revocation scenario needs admin credentials: --admin-email and --admin-password (or ADMIN_EMAIL / ADMIN_PASSWORD)",
@@ -370,7 +377,7 @@ async fn set_up(
     for v in &victims {
         setup::set_status(&client, base, &token, v.id, "active").await?; // a previous run may have been cut off
     }
-    Ok((Shared::new(accounts, victims, live.clone()), Some(token)))
+    Ok((Shared::new(accounts, login_accounts, victims, live.clone()), Some(token)))
 }
 
 /// What every scenario of one invocation runs with.

@@ -159,12 +159,11 @@ impl OpenStats {
 /// answer is the expected one.
 async fn send(client: &reqwest::Client, base: &str, shared: &Shared, scenario: &str, k: u64) -> bool {
     let n = shared.accounts.len().max(1);
-    let account = &shared.accounts[(k as usize) % n];
     let started = Instant::now();
     let result = match scenario {
         "healthz" => client.get(format!("{base}/healthz")).send().await,
         "login" => {
-            let body = serde_json::json!({"email": account.email, "password": crate::setup::PASSWORD});
+            let body = serde_json::json!({"email": shared.login_email(k as usize), "password": crate::setup::PASSWORD});
             client.post(format!("{base}/auth/login")).json(&body).send().await
         }
         _ => client.get(format!("{base}/tasks")).bearer_auth(shared.access_token((k as usize) % n)).send().await,

@@ -88,6 +88,12 @@ struct Sess {
 pub struct Shared {
     /// Accounts with seeded tasks.
     pub accounts: Vec<Account>,
+    /// Accounts the `login` scenario logs in to (empty: `accounts`). Every
+    /// login opens a session, and past `MAX_SESSIONS_PER_USER` the server
+    /// ends the account's oldest ones, which would include the session
+    /// whose token the other scenarios (and `mixed`) use: a run with many
+    /// logins then saw its own reads refused, rightly, as 401s.
+    pub login_accounts: Vec<Account>,
     /// The revocation scenario's victims and their ban timeline.
     pub victims: Vec<Account>,
     /// Per victim.
@@ -135,11 +141,17 @@ impl Timeline {
 
 impl Shared {
     /// State for a run.
-    pub fn new(accounts: Vec<Account>, victims: Vec<Account>, live: Arc<Live>) -> Arc<Self> {
+    pub fn new(
+        accounts: Vec<Account>,
+        login_accounts: Vec<Account>,
+        victims: Vec<Account>,
+        live: Arc<Live>,
+    ) -> Arc<Self> {
         let timeline = victims.iter().map(|_| Mutex::new(Timeline::default())).collect();
         let tokens = accounts.iter().map(|a| RwLock::new(a.access.clone())).collect();
         Arc::new(Self {
             accounts,
+            login_accounts,
             victims,
             timeline,
             accepted_after_ban: AtomicU64::new(0),
@@ -169,6 +181,12 @@ impl Shared {
     /// The histograms recorded since the last call (one scenario's).
     pub fn take_hists(&self) -> HashMap<String, Hist> {
         self.hists.lock().map(|mut h| std::mem::take(&mut *h)).unwrap_or_default()
+    }
+
+    /// The email the `i`th login logs in to (see `login_accounts`).
+    pub fn login_email(&self, i: usize) -> &str {
+        let pool = if self.login_accounts.is_empty() { &self.accounts } else { &self.login_accounts };
+        pool.get(i % pool.len().max(1)).map_or("", |a| a.email.as_str())
     }
 
     /// Account `i`'s current access token.
@@ -461,8 +479,7 @@ pub fn login_scenario(shared: &Arc<Shared>) -> Scenario {
         "login",
         |sh, user| {
             Box::pin(async move {
-                let i = user.get_session_data::<Sess>().map(|s| s.account).unwrap_or(0);
-                let email = sh.accounts[i].email.clone();
+                let email = sh.login_email(user.weighted_users_index).to_owned();
                 login(&sh, user, &email).await?;
                 Ok(())
             })

@@ -203,7 +203,14 @@ pub struct ScenarioSummary {
     /// the generator, so `compare` shows it without judging it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub calibration: bool,
+    /// Why requests failed, most frequent first (goose's error summary:
+    /// `METHOD NAME: error`, count), at most [`MAX_FAILURE_REASONS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failure_reasons: Vec<(String, u64)>,
 }
+
+/// Failure reasons kept per scenario.
+pub const MAX_FAILURE_REASONS: usize = 5;
 
 /// A whole invocation.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -310,10 +317,15 @@ pub fn from_goose(scenario: &str, m: &GooseMetrics, hists: &HashMap<String, Hist
     by_request.sort_by(|a, b| a.name.cmp(&b.name));
     let requests = by_request.iter().map(|r| r.requests).sum();
     let failures = by_request.iter().map(|r| r.failures).sum();
+    let mut failure_reasons: Vec<(String, u64)> =
+        m.errors.values().map(|e| (format!("{} {}: {}", e.method, e.name, e.error), e.occurrences as u64)).collect();
+    failure_reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    failure_reasons.truncate(MAX_FAILURE_REASONS);
     ScenarioSummary {
         scenario: scenario.to_owned(),
         users: m.maximum_users,
         duration_s: secs,
+        failure_reasons,
         requests,
         failures,
         rps: requests as f64 / secs,
@@ -418,6 +430,9 @@ fn request_rows(out: &mut String, sc: &ScenarioSummary) {
     );
     if let Some(e) = &sc.error {
         let _ = writeln!(out, "{:<15} COULD NOT RUN: {e}", sc.scenario);
+    }
+    for (why, n) in &sc.failure_reasons {
+        let _ = writeln!(out, "{:<15} failed {n}x: {why}", sc.scenario);
     }
     for t in &sc.thresholds_failed {
         let _ = writeln!(out, "{:<15} THRESHOLD FAILED: {t}", sc.scenario);
@@ -930,6 +945,7 @@ mod tests {
                 server: None,
                 timeline: Vec::new(),
                 calibration: false,
+                failure_reasons: Vec::new(),
             }],
             generator: None,
             provenance: Some(Provenance {
