@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -277,7 +278,6 @@ def main():
         storm = {}
         def login_storm():
             storm.update(wrk(main_srv.url + "/auth/login", a.secs, 2 * cores, 1, script=script.name))
-        import threading
         t = threading.Thread(target=login_storm)
         t.start()
         time.sleep(1)
