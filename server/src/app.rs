@@ -32,6 +32,7 @@
 //! A panic in a handler is caught here and answered as a 500 problem, so a
 //! bug costs one request, not the client's connection.
 
+use crate::auth::external::External;
 use crate::auth::password::Passwords;
 use crate::auth::revocation::Revocation;
 use crate::auth::throttle::LoginThrottle;
@@ -167,7 +168,7 @@ impl Pipeline {
             return Ok(None);
         }
         let st = &self.state;
-        let principal = st.tokens.verify_access(bearer(headers)?).map_err(ApiError::invalid_token)?;
+        let principal = auth::verify_bearer(st, bearer(headers)?).await?;
         let extra = plan.map(|p| p.keys(st, principal.user_id)).unwrap_or_default();
         let checked = st.revocation.check(&principal, &extra).await?;
         if access == Access::Admin && principal.role != Role::Admin {
@@ -281,6 +282,10 @@ async fn build_state(config: Config) -> anyhow::Result<Arc<AppState>> {
     let cache =
         PageCache::new(config.cache_backend, kv.clone(), trust.clone(), config.tasks_cache_ttl, metrics.clone());
     let throttle = LoginThrottle::new(kv.clone(), config.login_max_failures, config.login_failure_window);
+    let external = match &config.oidc {
+        Some(oidc) => Some(External::new(oidc.clone(), db.clone(), metrics.clone()).context("OIDC_ISSUER")?),
+        None => None,
+    };
     Ok(Arc::new(AppState {
         config,
         db,
@@ -292,6 +297,7 @@ async fn build_state(config: Config) -> anyhow::Result<Arc<AppState>> {
         revocation,
         cache,
         throttle,
+        external,
         background,
     }))
 }
@@ -323,6 +329,9 @@ impl App {
         let (trust, keys) = (state.trust.clone(), &state.kv.keys);
         let (epoch, rebuild) = (keys.epoch().to_owned(), keys.rebuild());
         state.background.spawn_loop(|cancel| trust.repair_loop(epoch, rebuild, cancel));
+        if let Some(external) = state.external.clone() {
+            state.background.spawn_loop(|cancel| external.refresh_loop(cancel));
+        }
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         Ok(Self { pipeline: Pipeline::new(state), listener })
     }

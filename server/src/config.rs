@@ -90,6 +90,11 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The longest an external identity provider's access token may live to be
+/// accepted (Cognito's and Entra ID's maximum is a day): revocation entries
+/// must outlive every token they refuse.
+pub const EXTERNAL_TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(86_400);
+
 /// How a setting's default is given.
 #[derive(Clone, Copy, Debug)]
 pub enum DefaultValue {
@@ -180,6 +185,31 @@ pub const SETTINGS: &[Setting] = &[
     s("BODY_READ_TIMEOUT_SECS", Value("10"), "... and its body within this (else 408)"),
     s("REQUEST_TIMEOUT_SECS", Value("30"), "longest answer to a request with a body (408; the work still finishes)"),
     s("SHUTDOWN_GRACE_SECS", Value("10"), "in-flight requests and running jobs get this long after SIGTERM or Ctrl-C"),
+    s(
+        "OIDC_ISSUER",
+        Unset,
+        "an external identity provider whose access tokens are accepted (its exact `iss`; https, or http on loopback)",
+    ),
+    s(
+        "OIDC_AUDIENCE",
+        Unset,
+        "required with `OIDC_ISSUER`: the token's `aud` contains it, or, without `aud` (Cognito access tokens), its `client_id` equals it",
+    ),
+    s(
+        "OIDC_JWKS_URL",
+        Derived("the `jwks_uri` of `{OIDC_ISSUER}/.well-known/openid-configuration`"),
+        "where the provider's signing keys are",
+    ),
+    s(
+        "OIDC_REQUIRED_CLAIMS",
+        Unset,
+        "comma-separated `name=value` pairs every external token must carry, e.g. `token_use=access` for Cognito",
+    ),
+    s(
+        "OIDC_ADMIN_GROUP",
+        Unset,
+        "an external token whose `cognito:groups`, `groups` or `roles` claim contains this value has the role `admin`",
+    ),
     s("LOG_FORMAT", Value("text"), "`text` or `json`"),
     s("RUST_LOG", Value("info"), "log filter (`info,audit=info,tollgate=debug`); audit lines use target `audit`"),
 ];
@@ -322,6 +352,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `SHUTDOWN_GRACE_SECS`.
     pub shutdown_grace: Duration,
+    /// `OIDC_*`: the external identity provider, if any.
+    pub oidc: Option<OidcConfig>,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
     /// `RUST_LOG`.
@@ -329,6 +361,52 @@ pub struct Config {
     /// Every setting's effective value as text, in [`SETTINGS`] order, for
     /// `--print-config` (secrets are redacted there, not here).
     effective: Vec<(&'static str, String)>,
+}
+
+/// An external identity provider (`OIDC_*`, API.md "External identity
+/// providers").
+#[derive(Clone, Debug)]
+pub struct OidcConfig {
+    /// `OIDC_ISSUER`: the exact `iss` of its tokens.
+    pub issuer: String,
+    /// `OIDC_AUDIENCE`.
+    pub audience: String,
+    /// `OIDC_JWKS_URL`; None: found through discovery.
+    pub jwks_url: Option<String>,
+    /// `OIDC_REQUIRED_CLAIMS`, parsed.
+    pub required_claims: Vec<(String, String)>,
+    /// `OIDC_ADMIN_GROUP`.
+    pub admin_group: Option<String>,
+}
+
+/// Whether a provider URL may be fetched: https anywhere, plain http only
+/// to a loopback host (a test provider, a sidecar), never elsewhere, since
+/// keys fetched in the clear could be swapped by anyone on the path.
+pub fn fetchable_url(url: &str) -> Result<(), &'static str> {
+    let u = reqwest::Url::parse(url).map_err(|_| "is not a URL")?;
+    let host = u.host_str().unwrap_or("");
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match u.scheme() {
+        "https" if !host.is_empty() => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err("must be https (plain http only on loopback)"),
+        _ => Err("must be an https:// URL"),
+    }
+}
+
+/// `name=value,name=value`; None when a pair has no `=` or an empty name.
+fn parse_claim_pairs(v: &str) -> Option<Vec<(String, String)>> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').filter(|(k, _)| !k.trim().is_empty()))
+        .map(|kv| kv.map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
+        .collect()
 }
 
 /// One bad setting.
@@ -481,6 +559,7 @@ impl Config {
         let body_read_timeout = r.secs("BODY_READ_TIMEOUT_SECS", 1, 3600);
         let request_timeout = r.secs("REQUEST_TIMEOUT_SECS", 1, 3600);
         let shutdown_grace = r.secs("SHUTDOWN_GRACE_SECS", 0, 3600);
+        let oidc = read_oidc(&mut r);
         let log_format = r.choice::<LogFormat>("LOG_FORMAT");
         let log_filter = r.text("RUST_LOG").unwrap_or_default();
         if log_filter.parse::<tracing_subscriber::filter::Targets>().is_err() {
@@ -516,6 +595,7 @@ impl Config {
             body_read_timeout,
             request_timeout,
             shutdown_grace,
+            oidc,
             log_format,
             log_filter,
             effective: r.effective,
@@ -523,9 +603,10 @@ impl Config {
     }
 
     /// How long a revocation entry lives in Redis: as long as the
-    /// longest-lived token it could refuse.
+    /// longest-lived token it could refuse, an external provider's included.
     pub fn revocation_entry_ttl(&self) -> Duration {
-        self.access_ttl.max(self.refresh_ttl)
+        let ours = self.access_ttl.max(self.refresh_ttl);
+        if self.oidc.is_some() { ours.max(EXTERNAL_TOKEN_MAX_LIFETIME + Duration::from_secs(60)) } else { ours }
     }
 
     /// Whether the development JWT secret is in use (warned about at start).
@@ -554,6 +635,45 @@ impl Config {
         }
         out
     }
+}
+
+/// The `OIDC_*` settings: all or nothing around `OIDC_ISSUER`.
+fn read_oidc(r: &mut Reader<'_>) -> Option<OidcConfig> {
+    let issuer = r.text("OIDC_ISSUER");
+    let audience = r.text("OIDC_AUDIENCE");
+    let jwks_url = r.text("OIDC_JWKS_URL");
+    let claims = r.text("OIDC_REQUIRED_CLAIMS");
+    let admin_group = r.text("OIDC_ADMIN_GROUP");
+    let Some(issuer) = issuer else {
+        for (key, set) in [
+            ("OIDC_AUDIENCE", audience.is_some()),
+            ("OIDC_JWKS_URL", jwks_url.is_some()),
+            ("OIDC_REQUIRED_CLAIMS", claims.is_some()),
+            ("OIDC_ADMIN_GROUP", admin_group.is_some()),
+        ] {
+            if set {
+                r.fail(key, "has no effect without OIDC_ISSUER");
+            }
+        }
+        return None;
+    };
+    if let Err(m) = fetchable_url(&issuer) {
+        r.fail("OIDC_ISSUER", m);
+    }
+    if let Some(Err(m)) = jwks_url.as_deref().map(fetchable_url) {
+        r.fail("OIDC_JWKS_URL", m);
+    }
+    let required_claims = claims.map_or_else(Vec::new, |c| {
+        parse_claim_pairs(&c).unwrap_or_else(|| {
+            r.fail("OIDC_REQUIRED_CLAIMS", format!("{c:?} is not name=value pairs separated by commas"));
+            Vec::new()
+        })
+    });
+    let Some(audience) = audience else {
+        r.fail("OIDC_AUDIENCE", "is required with OIDC_ISSUER");
+        return None;
+    };
+    Some(OidcConfig { issuer, audience, jwks_url, required_claims, admin_group })
 }
 
 /// The rules on `JWT_SECRET`: the development secret only on loopback and
@@ -714,6 +834,31 @@ mod tests {
         assert!(!out.contains("adminpass123"));
         assert!(out.contains("DATABASE_URL=postgres://app:<redacted>@db/tasks"));
         assert!(format!("{c:?}").contains("<redacted>"));
+    }
+
+    #[test]
+    fn oidc_settings_are_all_or_nothing_and_keys_come_over_https_or_loopback() {
+        let errs = |pairs: &[(&str, &str)]| cfg(pairs).err().unwrap_or_default();
+        assert_eq!(errs(&[("OIDC_AUDIENCE", "api")])[0].key, "OIDC_AUDIENCE");
+        assert_eq!(errs(&[("OIDC_ISSUER", "https://idp.example")])[0].key, "OIDC_AUDIENCE");
+        let plain = errs(&[("OIDC_ISSUER", "http://idp.example"), ("OIDC_AUDIENCE", "api")]);
+        assert_eq!((plain[0].key, plain.len()), ("OIDC_ISSUER", 1));
+        let bad = errs(&[
+            ("OIDC_ISSUER", "http://127.0.0.1:9000"),
+            ("OIDC_AUDIENCE", "api"),
+            ("OIDC_REQUIRED_CLAIMS", "token_use"),
+        ]);
+        assert_eq!(bad[0].key, "OIDC_REQUIRED_CLAIMS");
+        let c = cfg(&[
+            ("OIDC_ISSUER", "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC"),
+            ("OIDC_AUDIENCE", "client1"),
+            ("OIDC_JWKS_URL", "http://[::1]:9/jwks"),
+            ("OIDC_REQUIRED_CLAIMS", "token_use=access, a = b"),
+        ])
+        .expect("valid");
+        let o = c.oidc.expect("configured");
+        assert_eq!(o.required_claims, vec![("token_use".into(), "access".into()), ("a".into(), "b".into())]);
+        assert!(cfg(&[]).expect("valid").oidc.is_none());
     }
 
     #[test]

@@ -146,6 +146,11 @@ impl Keys {
     pub fn sess(&self, uid: i64, sid: i64) -> String {
         self.user_key(uid, &["sess:", itoa::Buffer::new().format(sid)])
     }
+    /// Present when the external token with this key (see
+    /// `auth::external::token_key`) was logged out.
+    pub fn xrev(&self, uid: i64, token_key: &str) -> String {
+        self.user_key(uid, &["xrev:", token_key])
+    }
     /// The user's task-list generation tag.
     pub fn tgen(&self, uid: i64) -> String {
         self.user_key(uid, &["tgen"])

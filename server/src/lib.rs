@@ -10,8 +10,8 @@
 //!   and, on authenticated routes, the pipeline's [`state::Caller`].
 //! - [`state`]: the shared state every request can reach.
 //! - [`auth::revocation`], [`auth::throttle`], [`auth::password`],
-//!   [`auth::token`], [`auth::email`], [`cache`]: the services behind
-//!   the handlers.
+//!   [`auth::token`], [`auth::email`], [`auth::external`], [`cache`]: the
+//!   services behind the handlers.
 //! - [`trust`]: whether Redis's word is good (epoch bound to the Redis
 //!   process, configuration verdict, repair after a failed write).
 //! - [`db`]: the PostgreSQL pool, every statement (one function each, by
@@ -25,7 +25,8 @@
 //!
 //! # The request path
 //! `hyper` (HTTP/1.1 keep-alive) -> [`http::router`] (method, template,
-//! declared access) -> JWT verify -> [`auth::revocation`] (one Redis round
+//! declared access) -> JWT verify (ours, or the identity provider's by its
+//! `iss`: [`auth::external`]) -> [`auth::revocation`] (one Redis round
 //! trip carrying the cache's keys too; PostgreSQL when Redis cannot be
 //! trusted) -> handler -> [`cache`] or PostgreSQL -> response ->
 //! metrics by template.

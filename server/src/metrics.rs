@@ -61,6 +61,22 @@ pub struct Metrics {
     /// Operation names seen so far (label values), at most [`MAX_OPERATION_NAMES`].
     graphql_names: std::sync::Mutex<std::collections::HashSet<String>>,
     revocation: [[IntCounter; 2]; 3],
+    jwks_fetches: IntCounterVec,
+    external_tokens: IntCounterVec,
+}
+
+/// What became of an external identity provider's token
+/// (`external_token_checks_total{result}`, beside the contract's metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExternalOutcome {
+    /// Verified and not revoked.
+    Allowed,
+    /// Verified, but revoked here (status change, logout, logout-all).
+    Revoked,
+    /// Failed verification (signature, claims, algorithm, unknown key).
+    Refused,
+    /// No key could verify it and the provider's keys could not be fetched.
+    Unavailable,
 }
 
 /// The pre-created series of one route (method and template).
@@ -123,6 +139,17 @@ impl Metrics {
             Opts::new("revocation_checks_total", "Revocation checks by where they were answered and the result."),
             &["source", "result"],
         ));
+        let jwks_fetches = must(IntCounterVec::new(
+            Opts::new("jwks_fetches_total", "Fetches of the identity provider's signing keys, by result."),
+            &["result"],
+        ));
+        let external_tokens = must(IntCounterVec::new(
+            Opts::new(
+                "external_token_checks_total",
+                "External identity provider tokens by outcome: allowed, revoked here, refused, unavailable.",
+            ),
+            &["result"],
+        ));
         let auth_events = must(IntCounterVec::new(
             Opts::new("auth_events_total", "Authentication events by kind and outcome."),
             &["event", "outcome"],
@@ -149,6 +176,8 @@ impl Metrics {
             Box::new(dependency_errors.clone()),
             Box::new(pool_connections.clone()),
             Box::new(password_hash.clone()),
+            Box::new(jwks_fetches.clone()),
+            Box::new(external_tokens.clone()),
         ] {
             must(registry.register(c));
         }
@@ -174,6 +203,12 @@ impl Metrics {
         for result in ["hit", "miss"] {
             cache.with_label_values(&["posts", result]);
         }
+        for result in ["ok", "error"] {
+            jwks_fetches.with_label_values(&[result]);
+        }
+        for result in ["allowed", "revoked", "refused", "unavailable"] {
+            external_tokens.with_label_values(&[result]);
+        }
         Self {
             tasks_cache_hit: cache.with_label_values(&["tasks", "hit"]),
             tasks_cache_miss: cache.with_label_values(&["tasks", "miss"]),
@@ -188,6 +223,8 @@ impl Metrics {
             pool_connections,
             password_hash,
             revocation: revocation_handles,
+            jwks_fetches,
+            external_tokens,
         }
     }
 
@@ -219,6 +256,23 @@ impl Metrics {
             CheckSource::Local => 2,
         };
         self.revocation[s][usize::from(revoked)].inc();
+    }
+
+    /// Counts one fetch of the identity provider's keys.
+    pub fn jwks_fetch(&self, ok: bool) {
+        self.jwks_fetches.with_label_values(&[if ok { "ok" } else { "error" }]).inc();
+    }
+
+    /// Counts what became of one external token (not on cache hits of
+    /// the verification: every revocation check of one is counted).
+    pub fn external_token(&self, outcome: ExternalOutcome) {
+        let label = match outcome {
+            ExternalOutcome::Allowed => "allowed",
+            ExternalOutcome::Revoked => "revoked",
+            ExternalOutcome::Refused => "refused",
+            ExternalOutcome::Unavailable => "unavailable",
+        };
+        self.external_tokens.with_label_values(&[label]).inc();
     }
 
     /// Counts a look-up of a cache other than the hot tasks one.

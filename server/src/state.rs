@@ -4,6 +4,7 @@
 //! [`AppState`]; `app` builds it, runs the start-up steps and owns the
 //! pipeline. Nothing here knows about routing.
 
+use crate::auth::external::External;
 use crate::auth::password::Passwords;
 use crate::auth::revocation::{Checked, Revocation};
 use crate::auth::throttle::LoginThrottle;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub cache: Arc<PageCache>,
     /// Login throttle.
     pub throttle: LoginThrottle,
+    /// The external identity provider's verifier, when `OIDC_ISSUER` is set.
+    pub external: Option<Arc<External>>,
     /// The server's background tasks and jobs.
     pub background: Background,
 }

@@ -4,7 +4,8 @@
 //! - `password`: Argon2id on a bounded pool off the reactor,
 //! - `token`: JWT issue and verification,
 //! - `revocation`: is this token still wanted (Redis, PostgreSQL fallback),
-//! - `throttle`: at most so many password verifications per account.
+//! - `throttle`: at most so many password verifications per account,
+//! - `external`: an external identity provider's tokens (JWKS).
 //!
 //! Handlers of authenticated routes receive the [`Caller`] the pipeline
 //! verified and revocation-checked (`app`); none authenticates by itself.
@@ -16,6 +17,7 @@
 //! session ids and the outcome; never a password, never a token.
 
 pub mod email;
+pub mod external;
 pub mod password;
 pub mod revocation;
 pub mod throttle;
@@ -30,7 +32,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use hyper::StatusCode;
 use hyper::header::{CACHE_CONTROL, HeaderValue};
 use serde::{Deserialize, Serialize};
-use token::{Role, TokenPair, TokenType, new_jti};
+use std::sync::Arc;
+use token::{Principal, Role, TokenPair, TokenType, new_jti};
 
 /// Longest accepted password, in characters (API.md: 8..128).
 const MAX_PASSWORD: usize = 128;
@@ -62,12 +65,16 @@ fn ts(t: &DateTime<Utc>) -> String {
 #[serde(rename_all = "camelCase")]
 struct UserOut {
     id: i64,
-    email: String,
+    email: Option<String>,
     role: Role,
     status: Status,
     created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     status_updated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
 }
 
 impl UserOut {
@@ -80,7 +87,37 @@ impl UserOut {
             status: u.status,
             created_at: ts(&u.created_at),
             status_updated_at: with_status_time.then(|| ts(&u.status_updated_at)),
+            issuer: u.issuer.clone(),
+            subject: u.subject.clone(),
         }
+    }
+}
+
+/// The verified bearer token of a request, ours or the external
+/// provider's, before the revocation check. A token verified before is
+/// taken from the verified-token cache whoever issued it; otherwise its
+/// unverified `iss` routes it: the provider's issuer to the provider's keys
+/// (RS256, PS256, ES256 only), anything else to ours (HS256 only), so no
+/// token can choose a verification it was not made for.
+pub async fn verify_bearer(st: &AppState, token: &str) -> Result<Arc<Principal>, ApiError> {
+    if let Some(hit) = st.tokens.remembered(token) {
+        return hit.map_err(ApiError::invalid_token);
+    }
+    match &st.external {
+        Some(x) if x.claims(token) => {
+            let (t, uid) = x.authenticate(token).await?;
+            let p = Arc::new(Principal {
+                user_id: uid,
+                session_id: t.iat,
+                role: t.role,
+                jti: t.jti,
+                exp: t.exp,
+                external: Some(t.key.into_boxed_str()),
+            });
+            st.tokens.remember(token, Arc::clone(&p));
+            Ok(p)
+        }
+        _ => st.tokens.verify_access(token).map_err(ApiError::invalid_token),
     }
 }
 
@@ -244,9 +281,17 @@ where
     Err(fail("session ended, expired or user blocked"))
 }
 
-/// `POST /auth/logout`: ends this session.
+/// `POST /auth/logout`: ends this session; for an external provider's
+/// token, that token, until it expires.
 pub async fn logout(st: &AppState, caller: Caller) -> Result<Resp, ApiError> {
     let p = &caller.principal;
+    if let Some(key) = &p.external {
+        st.db.revoke_external_token(p.user_id, key, p.exp).await?;
+        st.revocation.external_token_revoked(p.user_id, key, p.exp).await;
+        st.metrics.auth_event("logout", "success");
+        tracing::info!(target: "audit", event = "logout", outcome = "success", user_id = p.user_id, external = true);
+        return Ok(empty(StatusCode::NO_CONTENT));
+    }
     st.db.revoke_session(p.session_id, p.user_id, "logout").await?;
     st.revocation.session_revoked(p.user_id, p.session_id).await;
     st.metrics.auth_event("logout", "success");
@@ -266,8 +311,14 @@ pub async fn logout_all(st: &AppState, caller: Caller) -> Result<Resp, ApiError>
 
 /// `GET /me`.
 pub async fn me(st: &AppState, caller: Caller) -> Result<Resp, ApiError> {
-    let user = st.db.user_by_id(caller.principal.user_id).await?.ok_or(ApiError::invalid_token("user gone"))?;
-    json(StatusCode::OK, &UserOut::new(&user, true))
+    let p = &caller.principal;
+    let user = st.db.user_by_id(p.user_id).await?.ok_or(ApiError::invalid_token("user gone"))?;
+    let mut out = UserOut::new(&user, true);
+    if p.external.is_some() {
+        // The provider's groups decide an external user's role, per token.
+        out.role = p.role;
+    }
+    json(StatusCode::OK, &out)
 }
 
 /// `PATCH /admin/users/{id}/status` (flow C): PostgreSQL commits, Redis is

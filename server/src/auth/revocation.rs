@@ -6,6 +6,19 @@
 //! 2. its session id is at most the user's `min_session_id`, or
 //! 3. its session was revoked (logout, refresh-token reuse).
 //!
+//! An external provider's token (`auth::external`) fits the same three
+//! rules: its user is the local user of its subject, its place on the
+//! not-before clock is its `iat`, and "its session was revoked" is "this
+//! token was logged out" (`xrev` keys, table `external_revocations`).
+//! For such a user, status changes and logout-all set `min_session_id` to
+//! the current second, so a token whose `iat` is at or before the second of
+//! the change is dead (API.md). `iat` is the provider's clock, so the rule
+//! is as exact as the two clocks agree: a provider running S seconds ahead
+//! lets a token issued up to S seconds before a logout-all or re-activation
+//! live on (S seconds behind, it refuses tokens issued up to S seconds
+//! after). A ban itself does not depend on clocks: while the user is not
+//! active, every token of it is refused. Keep both clocks on NTP.
+//!
 //! Rule 2 covers status changes and logout-all: both set `min_session_id`
 //! from the session id *sequence*, inside a transaction that first locks the
 //! user row. A session created before that moment has a smaller id and dies;
@@ -52,14 +65,16 @@ use crate::background::Background;
 use crate::db::Db;
 use crate::http::error::ApiError;
 use crate::kv::Kv;
-use crate::metrics::{CheckSource, Metrics};
+use crate::metrics::{CheckSource, ExternalOutcome, Metrics};
 use crate::trust::{EpochId, Trust, parse_epoch};
 use redis::Script;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Keeps the entry with the larger not-before; sets its TTL.
+/// Keeps the entry with the larger not-before; sets its TTL. A blocked
+/// user's entry has none: it must refuse tokens issued while blocked too,
+/// which an external provider keeps issuing (ours does not).
 /// KEYS[1] = nbf key; ARGV = min session id, state (a|b), ttl ms.
 const NEWEST_WINS: &str = r"
 local cur = redis.call('GET', KEYS[1])
@@ -67,7 +82,11 @@ if cur then
   local c = tonumber(string.match(cur, '^(%d+)'))
   if c and c > tonumber(ARGV[1]) then return 0 end
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+if ARGV[2] == 'b' then
+  redis.call('SET', KEYS[1], ARGV[1] .. ':b')
+else
+  redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'PX', ARGV[3])
+end
 return 1
 ";
 
@@ -82,6 +101,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
+
+fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Rows read from PostgreSQL per batch of a rebuild.
 const REBUILD_BATCH: i64 = 1000;
@@ -159,7 +182,11 @@ impl Revocation {
         if self.trust.usable() {
             let k = &self.kv.keys;
             let mut mget = redis::cmd("MGET");
-            mget.arg(k.epoch_for(p.user_id)).arg(k.nbf(p.user_id)).arg(k.sess(p.user_id, p.session_id));
+            mget.arg(k.epoch_for(p.user_id)).arg(k.nbf(p.user_id));
+            match &p.external {
+                None => mget.arg(k.sess(p.user_id, p.session_id)),
+                Some(key) => mget.arg(k.xrev(p.user_id, key)),
+            };
             for key in extra {
                 mget.arg(key);
             }
@@ -171,7 +198,7 @@ impl Revocation {
                     Some(id) => {
                         let (blocked, min) = nbf.as_deref().map(parse_nbf).unwrap_or((false, 0));
                         let revoked = is_revoked(p.session_id, blocked, min, sess.is_some());
-                        self.metrics.revocation_check(CheckSource::Redis, revoked);
+                        self.count(p, CheckSource::Redis, revoked);
                         if revoked {
                             return Err(ApiError::invalid_token("revoked (redis)"));
                         }
@@ -189,12 +216,33 @@ impl Revocation {
 
     /// The same decision from PostgreSQL, in one query.
     async fn check_db(&self, p: &Principal) -> Result<(), ApiError> {
-        let revoked = match self.db.revocation_state(p.user_id, p.session_id).await? {
+        let state = match &p.external {
+            None => self.db.revocation_state(p.user_id, p.session_id).await?,
+            Some(key) => self.db.external_revocation_state(p.user_id, key).await?,
+        };
+        let revoked = match state {
             None => true,
             Some(s) => is_revoked(p.session_id, !s.status.is_active(), s.min_session_id, !s.session_live),
         };
-        self.metrics.revocation_check(CheckSource::Db, revoked);
+        self.count(p, CheckSource::Db, revoked);
         if revoked { Err(ApiError::invalid_token("revoked (db)")) } else { Ok(()) }
+    }
+
+    fn count(&self, p: &Principal, source: CheckSource, revoked: bool) {
+        self.metrics.revocation_check(source, revoked);
+        if p.external.is_some() {
+            self.metrics.external_token(if revoked { ExternalOutcome::Revoked } else { ExternalOutcome::Allowed });
+        }
+    }
+
+    /// After an external token's logout was recorded in PostgreSQL: mirror
+    /// it until the token expires (`exp`, Unix seconds).
+    pub async fn external_token_revoked(&self, uid: i64, token_key: &str, exp: i64) {
+        let left_ms = (exp.saturating_mul(1000)).saturating_sub(now_unix_ms()).max(1);
+        let cmd = redis::cmd("SET").arg(self.kv.keys.xrev(uid, token_key)).arg(1).arg("PX").arg(left_ms).to_owned();
+        if self.kv.run::<(), _>("revocation_write", &cmd).await.is_err() {
+            self.trust.fell_behind();
+        }
     }
 
     /// After a session was revoked in PostgreSQL: mirror it to Redis.
@@ -279,6 +327,17 @@ impl Revocation {
             let mut pipe = redis::pipe();
             for s in &sessions {
                 pipe.cmd("SET").arg(k.sess(s.user_id, s.id)).arg(1).arg("PX").arg(s.left_ms.max(1)).ignore();
+            }
+            self.kv.run::<(), _>("rebuild", &pipe).await?;
+        }
+        let mut after = 0;
+        loop {
+            let tokens = self.db.rebuild_external_revocations(after, REBUILD_BATCH).await?;
+            let Some(last) = tokens.last() else { break };
+            after = last.id;
+            let mut pipe = redis::pipe();
+            for t in &tokens {
+                pipe.cmd("SET").arg(k.xrev(t.user_id, &t.token_key)).arg(1).arg("PX").arg(t.left_ms.max(1)).ignore();
             }
             self.kv.run::<(), _>("rebuild", &pipe).await?;
         }

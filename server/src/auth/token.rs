@@ -48,7 +48,9 @@ pub struct Claims {
 pub struct Principal {
     /// User id.
     pub user_id: i64,
-    /// Session id.
+    /// Session id: the token's place on its user's not-before clock. For
+    /// an external provider's token, which has no session of ours, its
+    /// `iat` (see `auth::revocation`).
     pub session_id: i64,
     /// Role.
     pub role: Role,
@@ -56,6 +58,9 @@ pub struct Principal {
     pub jti: String,
     /// Expiry (Unix seconds).
     pub exp: i64,
+    /// For an external provider's token: the key its logout is recorded
+    /// under (`auth::external::token_key`). None for our own tokens.
+    pub external: Option<Box<str>>,
 }
 
 /// The body of a login or refresh answer (OAuth 2.0 names).
@@ -163,7 +168,7 @@ impl Tokens {
         }
         let user_id = c.sub.parse::<i64>().map_err(|_| "bad sub")?;
         let session_id = c.sid.parse::<i64>().map_err(|_| "bad sid")?;
-        Ok(Principal { user_id, session_id, role: c.role, jti: c.jti, exp: c.exp })
+        Ok(Principal { user_id, session_id, role: c.role, jti: c.jti, exp: c.exp, external: None })
     }
 
     /// [`Tokens::verify`] for access tokens, remembering tokens that
@@ -174,16 +179,28 @@ impl Tokens {
     /// full text, so a forged token cannot ride on a cached one. Revocation
     /// is not cached: it is checked on every request after this.
     pub fn verify_access(&self, token: &str) -> Result<Arc<Principal>, &'static str> {
-        if let Some(p) = self.verified.get(token) {
-            if p.exp <= unix_now() {
-                self.verified.invalidate(token);
-                return Err("expired");
-            }
-            return Ok(p);
+        if let Some(hit) = self.remembered(token) {
+            return hit;
         }
         let p = Arc::new(self.verify(token, TokenType::Access)?);
-        self.verified.insert(token.to_owned(), Arc::clone(&p));
+        self.remember(token, Arc::clone(&p));
         Ok(p)
+    }
+
+    /// A token verified before (ours or an external provider's), unless it
+    /// has expired since; None when it was never verified.
+    pub fn remembered(&self, token: &str) -> Option<Result<Arc<Principal>, &'static str>> {
+        let p = self.verified.get(token)?;
+        if p.exp <= unix_now() {
+            self.verified.invalidate(token);
+            return Some(Err("expired"));
+        }
+        Some(Ok(p))
+    }
+
+    /// Remembers a token that verified (see [`Tokens::verify_access`]).
+    pub fn remember(&self, token: &str, p: Arc<Principal>) {
+        self.verified.insert(token.to_owned(), p);
     }
 }
 

@@ -12,6 +12,7 @@
 //! nothing outside this module touches a client. Checkout and error
 //! counting happen in one place ([`Db::with`]).
 
+pub mod external;
 pub mod posts;
 pub mod sessions;
 pub mod tasks;
@@ -39,7 +40,18 @@ pub const POST_COLUMNS: &str = "p.id, p.author_id, p.title, p.content, p.created
 /// The columns of a comment, in the order `posts::CommentRow::from_row` reads them.
 pub const COMMENT_COLUMNS: &str = "id, post_id, author_id, content, created_at";
 /// The columns of a user, in the order `users::UserRow::from_row` reads them.
-pub const USER_COLUMNS: &str = "id, email, role, status, created_at, status_updated_at";
+pub const USER_COLUMNS: &str = "id, email, role, status, created_at, status_updated_at, issuer, subject";
+
+/// The next not-before of a user: past every session so far for a local
+/// user (the session sequence), the current second for an external one
+/// (its tokens are ordered by `iat`, the provider's clock; see
+/// `auth::revocation`). Never moves back.
+macro_rules! next_not_before {
+    () => {
+        "CASE WHEN issuer IS NULL THEN nextval('sessions_id_seq') \
+         ELSE GREATEST(min_session_id, floor(extract(epoch FROM clock_timestamp()))::bigint) END"
+    };
+}
 
 macro_rules! statements {
     ($($(#[doc = $doc:expr])* $name:ident = $sql:expr;)*) => {
@@ -66,12 +78,12 @@ statements! {
     /// Lock a user row before moving its not-before (status change, logout-all).
     lock_user = "SELECT status FROM users WHERE id = $1 FOR UPDATE";
     /// Kill every session so far: the sequence value is above all of them.
-    bump_not_before = "UPDATE users SET min_session_id = nextval('sessions_id_seq'), not_before = clock_timestamp() \
-        WHERE id = $1 RETURNING min_session_id, status";
+    bump_not_before = concat!("UPDATE users SET min_session_id = ", next_not_before!(),
+        ", not_before = clock_timestamp() WHERE id = $1 RETURNING min_session_id, status");
     /// Status change (after lock_user, in the same transaction).
-    set_status = "UPDATE users SET status = $2, status_updated_at = clock_timestamp(), \
-        min_session_id = nextval('sessions_id_seq'), not_before = clock_timestamp() \
-        WHERE id = $1 RETURNING id, status, status_updated_at, min_session_id";
+    set_status = concat!("UPDATE users SET status = $2, status_updated_at = clock_timestamp(), \
+        min_session_id = ", next_not_before!(), ", not_before = clock_timestamp() \
+        WHERE id = $1 RETURNING id, status, status_updated_at, min_session_id");
     /// Bootstrap of `ADMIN_EMAIL` (after lock_user): password, role, status,
     /// and the end of every session the account had.
     reset_admin = "UPDATE users SET password_hash = $2, role = 'admin', status = 'active', \
@@ -82,6 +94,23 @@ statements! {
     revocation_state = "SELECT u.status, u.min_session_id, \
         (s.id IS NOT NULL AND s.revoked_at IS NULL AND s.expires_at > now()) AS live \
         FROM users u LEFT JOIN sessions s ON s.id = $2 AND s.user_id = u.id WHERE u.id = $1";
+    /// The external revocation facts of one token: user status, not-before
+    /// (a second), and whether this token was logged out.
+    external_revocation_state = "SELECT u.status, u.min_session_id, \
+        EXISTS (SELECT 1 FROM external_revocations r WHERE r.user_id = u.id AND r.token_key = $2) \
+        FROM users u WHERE u.id = $1";
+    /// The local user of an external subject, created by its first token.
+    /// The no-op update makes the conflict path return the existing row.
+    upsert_external_user = "INSERT INTO users (issuer, subject, email) VALUES ($1, $2, $3) \
+        ON CONFLICT (issuer, subject) WHERE issuer IS NOT NULL DO UPDATE SET issuer = EXCLUDED.issuer RETURNING id";
+    /// Logout of one external token, until it expires.
+    revoke_external_token = "INSERT INTO external_revocations (user_id, token_key, expires_at) \
+        VALUES ($1, $2, to_timestamp($3)) ON CONFLICT (user_id, token_key) DO NOTHING";
+    /// Rebuild: logged-out external tokens not yet expired, with their
+    /// remaining life (ms), one batch after an id.
+    rebuild_external_revocations = "SELECT id, user_id, token_key, \
+        (extract(epoch FROM expires_at - now()) * 1000)::bigint FROM external_revocations \
+        WHERE expires_at > now() AND id > $1 ORDER BY id LIMIT $2";
     /// Rebuild: blocked users and recent not-befores, one batch after an id.
     rebuild_users = "SELECT id, status, min_session_id FROM users \
         WHERE (status <> 'active' OR not_before > now() - make_interval(secs => $1)) AND id > $2 \

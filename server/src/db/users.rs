@@ -78,8 +78,9 @@ impl Status {
 pub struct UserRow {
     /// Id.
     pub id: i64,
-    /// The address as registered.
-    pub email: String,
+    /// The address as registered; for an external user, the token's
+    /// `email` claim when it had one.
+    pub email: Option<String>,
     /// Role.
     pub role: Role,
     /// Status.
@@ -88,6 +89,10 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
     /// Last status change.
     pub status_updated_at: DateTime<Utc>,
+    /// The identity provider of an external user.
+    pub issuer: Option<String>,
+    /// Its subject at that provider.
+    pub subject: Option<String>,
 }
 
 impl UserRow {
@@ -99,6 +104,8 @@ impl UserRow {
             status: Status::from_db(r.get(3)),
             created_at: r.get(4),
             status_updated_at: r.get(5),
+            issuer: r.get(6),
+            subject: r.get(7),
         }
     }
 }
@@ -241,6 +248,30 @@ impl Db {
             min_session_id: r.get(1),
             session_live: r.get::<_, Option<bool>>(2).unwrap_or(false),
         }))
+    }
+
+    /// The external revocation facts of one token (`token_key`, see
+    /// `auth::external`); None for an unknown user.
+    pub async fn external_revocation_state(
+        &self,
+        uid: i64,
+        token_key: &str,
+    ) -> Result<Option<RevocationState>, DbError> {
+        let row =
+            self.with(async |c, st| c.query_opt(&st.external_revocation_state, &[&uid, &token_key]).await).await?;
+        Ok(row.map(|r| RevocationState {
+            status: Status::from_db(r.get(0)),
+            min_session_id: r.get(1),
+            session_live: !r.get::<_, bool>(2),
+        }))
+    }
+
+    /// The local user id of an external subject, created on first sight
+    /// (role `user`, status `active`).
+    pub async fn upsert_external_user(&self, issuer: &str, subject: &str, email: Option<&str>) -> Result<i64, DbError> {
+        self.with(async |c, st| c.query_one(&st.upsert_external_user, &[&issuer, &subject, &email]).await)
+            .await
+            .map(|r| r.get(0))
     }
 
     /// One batch of users a rebuild copies: blocked, or whose not-before

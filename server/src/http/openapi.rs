@@ -438,8 +438,11 @@ fn components() -> Value {
                 "required": ["id", "email", "role", "status", "createdAt", "statusUpdatedAt"],
                 "properties": {
                     "id": {"type": "integer", "format": "int64"},
-                    "email": {"type": "string"},
-                    "role": role, "status": status, "createdAt": time, "statusUpdatedAt": time
+                    "email": {"type": ["string", "null"],
+                        "description": "null for a user of an external identity provider whose token had no email"},
+                    "role": role, "status": status, "createdAt": time, "statusUpdatedAt": time,
+                    "issuer": {"type": "string", "description": "external users only: the identity provider (`iss`)"},
+                    "subject": {"type": "string", "description": "external users only: `sub` at that provider"}
                 }
             },
             "StatusChange": {

@@ -4,6 +4,7 @@
 mod accounts;
 mod cache;
 mod contract;
+mod external;
 mod faults;
 mod graphql;
 mod helpers;
