@@ -89,6 +89,15 @@ DASHBOARDS = {
              "percentunit", "timeseries",
              [(f'sum({rate("revocation_checks_total", eq("source", "db"))}) / sum({rate("revocation_checks_total")})',
                "from PostgreSQL")]),
+            ("Identity-provider tokens by outcome",
+             "External (OIDC) access tokens: allowed; revoked here (a ban, logout or logout-all the provider cannot "
+             "apply to a token it issued); refused (signature, claims, unknown key); unavailable (no key, provider "
+             "unreachable: 503).", "reqps", "timeseries",
+             [(f'sum by (result) ({rate("external_token_checks_total")})', "{{result}}")]),
+            ("Identity-provider key (JWKS) fetches",
+             "Fetches of the provider's signing keys: at start, on its max-age, and on an unknown kid (at most one "
+             "per 10 s). Errors keep the known keys working.", "short", "timeseries",
+             [(f'sum by (result) (increase(jwks_fetches_total{{{SEL}}}[$__rate_interval]))', "{{result}}")]),
             ("Password hash time p50 / p99",
              "Argon2id hash or verification time; sets the login capacity (cores / hash time).", "s", "timeseries",
              [(f"histogram_quantile({q}, sum by (le) ({rate('password_hash_duration_seconds_bucket')}))", f"p{int(q * 100)}")

@@ -18,8 +18,10 @@ use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use std::hint::black_box;
 use std::time::Duration;
+use tollgate::auth::external::KeySet;
 use tollgate::auth::revocation::{is_revoked, parse_nbf};
-use tollgate::auth::token::{Role, TokenType, Tokens};
+use tollgate::auth::token::{Principal, Role, TokenType, Tokens};
+use tollgate::config::OidcConfig;
 use tollgate::http::router::Router;
 use tollgate::metrics::Metrics;
 use tollgate::tasks::model::{ListQuery, NewTaskBody, Task};
@@ -60,10 +62,42 @@ pub fn access_token(t: &Tokens) -> String {
 pub const NEW_TASK_BODY: &[u8] =
     br#"{"title":"  Prepare the release notes  ","description":"Summarise the changes since 1.4","dueDate":"2030-06-01T10:00:00+02:00"}"#;
 
+/// The load harness's test identity provider: its public keys, and its
+/// private ones to sign with (public by design; see
+/// loadtest/fixtures/oidc/README.md).
+pub mod provider_keys {
+    /// Its JWKS document.
+    pub const JWKS: &str = include_str!("../../loadtest/fixtures/oidc/jwks.json");
+    /// The RS256 key (PKCS#1 DER), `kid` `loadtest-rs256`.
+    pub const RS256_DER: &[u8] = include_bytes!("../../loadtest/fixtures/oidc/rs256.der");
+    /// The ES256 key (PKCS#8 DER), `kid` `loadtest-es256`.
+    pub const ES256_DER: &[u8] = include_bytes!("../../loadtest/fixtures/oidc/es256.der");
+}
+
+/// A provider's access token in Entra ID's shape, signed with `alg`
+/// (RS256 or ES256) by the test keys; `iat` is `now`, valid for an hour.
+pub fn provider_token(alg: jsonwebtoken::Algorithm, issuer: &str, audience: &str, now: i64) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let (key, kid) = match alg {
+        Algorithm::ES256 => (EncodingKey::from_ec_der(provider_keys::ES256_DER), "loadtest-es256"),
+        _ => (EncodingKey::from_rsa_der(provider_keys::RS256_DER), "loadtest-rs256"),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    let claims = serde_json::json!({"iss": issuer, "sub": "bench-subject", "aud": audience, "iat": now,
+        "exp": now + 3600, "tid": "bench-tenant", "ver": "2.0", "jti": "bench-jti"});
+    jsonwebtoken::encode(&header, &claims, &key).unwrap_or_default()
+}
+
 /// What the operations of [`OPS`] run on, made once.
 pub struct Pieces {
     tokens: Tokens,
     token: String,
+    provider: OidcConfig,
+    provider_keys: KeySet,
+    rs256: String,
+    es256: String,
+    now: i64,
     router: Router,
     tasks_20: Vec<Task>,
     tasks_100: Vec<Task>,
@@ -80,7 +114,41 @@ impl Pieces {
         let _ = tokens.verify_access(&token);
         let metrics = Metrics::new();
         let router = Router::new(&metrics);
-        Self { tokens, token, router, tasks_20: sample_tasks(20), tasks_100: sample_tasks(100), _metrics: metrics }
+        let provider = OidcConfig {
+            issuer: "https://login.example/tenant/v2.0".into(),
+            audience: "api://tollgate".into(),
+            jwks_url: None,
+            required_claims: Vec::new(),
+            admin_group: None,
+        };
+        let provider_keys =
+            KeySet::from_jwks(&serde_json::from_str(provider_keys::JWKS).unwrap_or(serde_json::Value::Null));
+        let now = Utc::now().timestamp();
+        let rs256 = provider_token(jsonwebtoken::Algorithm::RS256, &provider.issuer, &provider.audience, now);
+        let es256 = provider_token(jsonwebtoken::Algorithm::ES256, &provider.issuer, &provider.audience, now);
+        // The verified-token cache holds provider tokens as it does ours.
+        let principal = Principal {
+            user_id: 42,
+            session_id: now,
+            role: Role::User,
+            jti: "bench-jti".into(),
+            exp: now + 3600,
+            external: Some("0123456789abcdef0123456789abcdef".into()),
+        };
+        tokens.remember(&rs256, std::sync::Arc::new(principal));
+        Self {
+            tokens,
+            token,
+            provider,
+            provider_keys,
+            rs256,
+            es256,
+            now,
+            router,
+            tasks_20: sample_tasks(20),
+            tasks_100: sample_tasks(100),
+            _metrics: metrics,
+        }
     }
 }
 
@@ -129,6 +197,27 @@ pub const OPS: &[Op] = &[
         bench: "verify_access_cached",
         elements: 0,
         run: |p| drop(black_box(p.tokens.verify_access(black_box(&p.token)))),
+    },
+    Op {
+        name: "provider_verify_rs256",
+        group: "jwt",
+        bench: "verify_provider_rs256",
+        elements: 0,
+        run: |p| drop(black_box(p.provider_keys.verify(&p.provider, black_box(&p.rs256), p.now))),
+    },
+    Op {
+        name: "provider_verify_es256",
+        group: "jwt",
+        bench: "verify_provider_es256",
+        elements: 0,
+        run: |p| drop(black_box(p.provider_keys.verify(&p.provider, black_box(&p.es256), p.now))),
+    },
+    Op {
+        name: "provider_verify_cached",
+        group: "jwt",
+        bench: "verify_provider_cached",
+        elements: 0,
+        run: |p| drop(black_box(p.tokens.remembered(black_box(&p.rs256)))),
     },
     Op {
         name: "route_get_task",
@@ -180,3 +269,21 @@ pub const OPS: &[Op] = &[
         },
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bench of a failing verification would time the error path.
+    #[test]
+    fn the_provider_benches_verify_real_tokens() {
+        let p = Pieces::new();
+        for token in [&p.rs256, &p.es256] {
+            let t = p.provider_keys.verify(&p.provider, token, p.now).expect("the test provider's token verifies");
+            assert_eq!(t.subject, "bench-subject");
+        }
+        assert_eq!(p.provider_keys.len(), 2);
+        assert!(matches!(p.tokens.remembered(&p.rs256), Some(Ok(_))), "the cached case is a hit");
+        assert!(p.tokens.verify(&p.token, TokenType::Access).is_ok());
+    }
+}

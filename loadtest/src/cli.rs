@@ -75,6 +75,11 @@ pub struct RunArgs {
     /// Accounts banned and re-activated by the revocation scenario.
     #[arg(long, default_value_t = 8, help_heading = "Harness")]
     pub victims: usize,
+    /// Access tokens of the deployment's identity provider for
+    /// `external-read`, one per line (with a server the harness starts, it
+    /// mints its own).
+    #[arg(long, value_name = "FILE", help_heading = "Target")]
+    pub external_tokens: Option<PathBuf>,
     /// How long each ban lasts, and each pause between bans (ms).
     #[arg(long, default_value_t = 300, help_heading = "Harness")]
     pub ban_hold_ms: u64,
@@ -273,6 +278,7 @@ impl RunArgs {
             accounts: self.accounts,
             tasks: self.tasks,
             victims: self.victims,
+            external_tokens: self.external_tokens,
             ban_hold: Duration::from_millis(self.ban_hold_ms),
             mix,
             calibrate: !self.no_calibrate,

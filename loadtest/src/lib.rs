@@ -6,6 +6,8 @@
 //! - [`target`]: the system under test (a URL, or an embedded server with
 //!   throwaway PostgreSQL and Redis).
 //! - [`setup`]: accounts and tasks through the public API, idempotent.
+//! - [`issuer`]: provider tokens of `external-read` (the harness's own test
+//!   identity provider, or a file of a deployment's provider tokens).
 //! - [`scenarios`]: the goose scenarios, one per path, and the ban driver of
 //!   the revocation scenario.
 //! - [`summary`]: the JSON summary (with latency histograms), the table,
@@ -32,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod issuer;
 pub mod live;
 pub mod open;
 pub mod probe;
@@ -76,6 +79,9 @@ pub struct RunOptions {
     pub tasks: usize,
     /// Victim accounts of the revocation scenario.
     pub victims: usize,
+    /// Provider access tokens for `external-read` against a deployment
+    /// (one per line); with an embedded server the harness mints them.
+    pub external_tokens: Option<PathBuf>,
     /// How long a victim stays banned, and active between bans.
     pub ban_hold: Duration,
     /// Weights of `mixed`.
@@ -125,6 +131,7 @@ impl Default for RunOptions {
             accounts: 32,
             tasks: 20,
             victims: 8,
+            external_tokens: None,
             ban_hold: Duration::from_millis(300),
             mix: scenarios::DEFAULT_MIX.iter().map(|(n, w)| ((*n).to_owned(), *w)).collect(),
             calibrate: true,
@@ -293,11 +300,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     check_goose(&opts)?;
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    // The harness is the identity provider of an embedded server whose
+    // run reads with provider tokens.
+    let issuer = match (&opts.host, names.iter().any(|n| uses_in(&opts, n, scenarios::EXTERNAL_READ))) {
+        (None, true) => Some(issuer::TestIssuer::start().await?),
+        _ => None,
+    };
     let target = match &opts.host {
         Some(h) => target::Target::remote(h, opts.admin.clone(), opts.allow_remote)?,
         None => {
             let threads = opts.server_threads;
-            tokio::task::spawn_blocking(move || target::Target::embedded(threads)).await??
+            let env = issuer.as_ref().map(issuer::TestIssuer::server_env).unwrap_or_default();
+            tokio::task::spawn_blocking(move || target::Target::embedded(threads, env)).await??
         }
     };
     let live = Live::new(&opts.run_id)?;
@@ -314,7 +328,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         }
         None => None,
     };
-    let result = run_against(&target, &opts, &names, started_at, &live).await;
+    let result = run_against(&target, issuer.as_ref(), &opts, &names, started_at, &live).await;
     if let Some((stop, task)) = metrics {
         if !opts.metrics_linger.is_zero() {
             eprintln!(
@@ -327,7 +341,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         let _ = task.await;
     }
     target.stop();
+    drop(issuer);
     result
+}
+
+/// Whether running `name` runs scenario `scenario` (itself, or through a
+/// weight of `mixed`).
+fn uses_in(opts: &RunOptions, name: &str, scenario: &str) -> bool {
+    name == scenario || (name == scenarios::MIXED && opts.mix.iter().any(|(n, w)| n == scenario && *w > 0))
 }
 
 /// Whether scenario `name` bans victims (itself, or through `mixed`).
@@ -348,6 +369,7 @@ fn build(shared: &Arc<Shared>, opts: &RunOptions, name: &str) -> anyhow::Result<
 /// Accounts, and victims with an admin token when a scenario bans.
 async fn set_up(
     target: &target::Target,
+    issuer: Option<&issuer::TestIssuer>,
     opts: &RunOptions,
     names: &[String],
     live: &Arc<Live>,
@@ -359,15 +381,30 @@ async fn set_up(
         (i, n) => format!("g{i}of{n}-{k}"),
     };
     let accounts = setup::accounts(&client, base, &kind("user"), opts.accounts.max(1), opts.tasks).await?;
-    let logs_in =
-        |n: &String| n == "login" || (n == scenarios::MIXED && opts.mix.iter().any(|(m, w)| m == "login" && *w > 0));
-    let login_accounts = if names.iter().any(logs_in) {
+    let login_accounts = if names.iter().any(|n| uses_in(opts, n, "login")) {
         setup::accounts(&client, base, &kind("login"), opts.accounts.clamp(1, 8), 0).await?
     } else {
         Vec::new()
     };
+    let external = if names.iter().any(|n| uses_in(opts, n, scenarios::EXTERNAL_READ)) {
+        let tokens = match (issuer, &opts.external_tokens) {
+            (_, Some(path)) => issuer::read_tokens(path)?,
+            (Some(i), None) => {
+                (0..opts.accounts.max(1)).map(|n| i.mint(&kind(&format!("external-{n}")))).collect::<Result<_, _>>()?
+            }
+            (None, None) => anyhow::bail!(
+                "external-read against a deployment needs --external-tokens FILE: access tokens of the identity \
+                 provider it trusts (OIDC_ISSUER), one per line"
+            ),
+        };
+        eprintln!("loadtest: setting up {} provider-token accounts with {} tasks each", tokens.len(), opts.tasks);
+        setup::external_accounts(&client, base, tokens, opts.tasks).await?
+    } else {
+        Vec::new()
+    };
+    let shared = |victims| Shared::new(accounts, login_accounts, victims, external, live.clone());
     if !names.iter().any(|n| bans_in(opts, n)) {
-        return Ok((Shared::new(accounts, login_accounts, Vec::new(), live.clone()), None));
+        return Ok((shared(Vec::new()), None));
     }
     let (email, password) = opts.admin.clone().or_else(|| target.admin.clone()).context(
         "the revocation scenario needs admin credentials: --admin-email and --admin-password (or ADMIN_EMAIL / ADMIN_PASSWORD)",
@@ -377,7 +414,7 @@ async fn set_up(
     for v in &victims {
         setup::set_status(&client, base, &token, v.id, "active").await?; // a previous run may have been cut off
     }
-    Ok((Shared::new(accounts, login_accounts, victims, live.clone()), Some(token)))
+    Ok((shared(victims), Some(token)))
 }
 
 /// What every scenario of one invocation runs with.
@@ -548,13 +585,14 @@ async fn calibrate(base: &str, opts: &RunOptions, shared: &Arc<Shared>) -> anyho
 
 async fn run_against(
     target: &target::Target,
+    issuer: Option<&issuer::TestIssuer>,
     opts: &RunOptions,
     names: &[String],
     started_at: String,
     live: &Arc<Live>,
 ) -> anyhow::Result<Summary> {
     let base = target.url.clone();
-    let (shared, admin_token) = set_up(target, opts, names, live).await?;
+    let (shared, admin_token) = set_up(target, issuer, opts, names, live).await?;
     let ceiling =
         if opts.calibrate && opts.open.is_none() { Some(calibrate(&base, opts, &shared).await?) } else { None };
     let ceiling_rps = ceiling.as_ref().map(|c| c.rps);

@@ -36,6 +36,12 @@ pub const REGISTRY: &[Def] = &[
         build: miss_and_write,
         bans: false,
     },
+    Def {
+        name: EXTERNAL_READ,
+        about: "GET /tasks from the cache with identity-provider (OIDC) tokens: JWKS-verified, revocation-checked",
+        build: external_read,
+        bans: false,
+    },
     Def { name: "login", about: "POST /auth/login (Argon2id)", build: login_scenario, bans: false },
     Def { name: "refresh", about: "POST /auth/refresh, rotation on every call", build: refresh, bans: false },
     Def {
@@ -57,6 +63,9 @@ pub const REGISTRY: &[Def] = &[
         bans: true,
     },
 ];
+
+/// The scenario of cached reads with identity-provider tokens.
+pub const EXTERNAL_READ: &str = "external-read";
 
 /// The name of the weighted combination of the registry's scenarios.
 pub const MIXED: &str = "mixed";
@@ -96,6 +105,8 @@ pub struct Shared {
     pub login_accounts: Vec<Account>,
     /// The revocation scenario's victims and their ban timeline.
     pub victims: Vec<Account>,
+    /// Accounts of identity-provider tokens (`external-read`).
+    pub external: Vec<Account>,
     /// Per victim.
     pub timeline: Vec<Mutex<Timeline>>,
     /// Requests the contract forbids that were accepted: a banned user's
@@ -145,6 +156,7 @@ impl Shared {
         accounts: Vec<Account>,
         login_accounts: Vec<Account>,
         victims: Vec<Account>,
+        external: Vec<Account>,
         live: Arc<Live>,
     ) -> Arc<Self> {
         let timeline = victims.iter().map(|_| Mutex::new(Timeline::default())).collect();
@@ -153,6 +165,7 @@ impl Shared {
             accounts,
             login_accounts,
             victims,
+            external,
             timeline,
             accepted_after_ban: AtomicU64::new(0),
             ban_to_401: Mutex::new(Vec::new()),
@@ -344,6 +357,33 @@ pub fn cached_read(shared: &Arc<Shared>) -> Scenario {
             Box::pin(async move {
                 let t = token(&sh, user).await?;
                 send(&sh, user, GooseMethod::Get, "/tasks", "/tasks", Some(&t), None).await?;
+                Ok(())
+            })
+        },
+    ))
+}
+
+/// The hot path with an identity provider's tokens: the same cached
+/// `GET /tasks`, verified against the provider's keys once per token and
+/// then from the verified-token cache, revocation-checked every time.
+/// Named apart (`/tasks (provider token)`) so `mixed` reports it apart.
+pub fn external_read(shared: &Arc<Shared>) -> Scenario {
+    let adopt = transaction(shared, "adopt provider account", |sh, user| {
+        Box::pin(async move {
+            let i = user.weighted_users_index % sh.external.len().max(1);
+            let access = sh.external.get(i).map(|a| a.access.clone()).unwrap_or_default();
+            user.set_session_data(Sess { account: i, access, refresh: String::new(), obtained: None });
+            Ok(())
+        })
+    })
+    .set_on_start();
+    scenario!("external-read").register_transaction(adopt).register_transaction(transaction(
+        shared,
+        "list tasks",
+        |sh, user| {
+            Box::pin(async move {
+                let t = user.get_session_data::<Sess>().map(|s| s.access.clone()).unwrap_or_default();
+                send(&sh, user, GooseMethod::Get, "/tasks", "/tasks (provider token)", Some(&t), None).await?;
                 Ok(())
             })
         },

@@ -82,13 +82,23 @@ async fn one(client: &reqwest::Client, base: &str, email: String, tasks: usize) 
         bail!("register of {email} answered {}: {}", r.status(), r.text().await.unwrap_or_default());
     }
     let (access, refresh) = login(client, base, &email, PASSWORD).await?;
-    let me: Value =
-        client.get(format!("{base}/me")).bearer_auth(&access).send().await?.error_for_status()?.json().await?;
-    let id = me["id"].as_i64().context("/me has no id")?;
+    let id = seed(client, base, &access, &email, tasks).await?;
+    Ok(Account { email, id, access, refresh })
+}
+
+/// The user id behind `access` (`/me`), after topping its tasks up to
+/// `tasks`; `who` names the account in errors.
+async fn seed(client: &reqwest::Client, base: &str, access: &str, who: &str, tasks: usize) -> anyhow::Result<i64> {
+    let me = client.get(format!("{base}/me")).bearer_auth(access).send().await?;
+    let status = me.status();
+    if !status.is_success() {
+        bail!("GET /me of {who} answered {status}: {}", me.text().await.unwrap_or_default());
+    }
+    let id = me.json::<Value>().await?["id"].as_i64().context("/me has no id")?;
     if tasks > 0 {
         let have: Vec<Value> = client
             .get(format!("{base}/tasks?limit=100"))
-            .bearer_auth(&access)
+            .bearer_auth(access)
             .send()
             .await?
             .error_for_status()?
@@ -97,15 +107,38 @@ async fn one(client: &reqwest::Client, base: &str, email: String, tasks: usize) 
         for i in have.len()..tasks.min(100) {
             client
                 .post(format!("{base}/tasks"))
-                .bearer_auth(&access)
+                .bearer_auth(access)
                 .json(&json!({"title": format!("load-test task {i}"), "description": "seeded by tollgate-loadtest"}))
                 .send()
                 .await?
                 .error_for_status()
-                .with_context(|| format!("seeding tasks of {email}"))?;
+                .with_context(|| format!("seeding tasks of {who}"))?;
         }
     }
-    Ok(Account { email, id, access, refresh })
+    Ok(id)
+}
+
+/// One account per identity-provider access token (its first request
+/// creates the server's local user), each with `tasks` tasks, 8 at a time.
+/// `email` is `external-N` (the token's place in the list): nothing logs
+/// in to these accounts.
+pub async fn external_accounts(
+    client: &reqwest::Client,
+    base: &str,
+    tokens: Vec<String>,
+    tasks: usize,
+) -> anyhow::Result<Vec<Account>> {
+    let results: Vec<anyhow::Result<Account>> = stream::iter(tokens.into_iter().enumerate().map(|(i, access)| {
+        let email = format!("external-{i}");
+        async move {
+            let id = seed(client, base, &access, &email, tasks).await?;
+            Ok(Account { email, id, access, refresh: String::new() })
+        }
+    }))
+    .buffered(8)
+    .collect()
+    .await;
+    results.into_iter().collect()
 }
 
 /// `n` accounts of `kind`, each with `tasks` tasks, set up 8 at a time.

@@ -78,9 +78,10 @@ impl Target {
         Ok(Self { url, admin, embedded: false, server: None, services: None })
     }
 
-    /// Starts the server in-process (and services if needed).
-    pub fn embedded(server_threads: usize) -> anyhow::Result<Self> {
-        let mut env: HashMap<String, String> = HashMap::new();
+    /// Starts the server in-process (and services if needed), with
+    /// `extra` settings (the test identity provider's).
+    pub fn embedded(server_threads: usize, extra: Vec<(String, String)>) -> anyhow::Result<Self> {
+        let mut env: HashMap<String, String> = extra.into_iter().collect();
         let services = if std::env::var("DATABASE_URL").is_ok() && std::env::var("REDIS_URL").is_ok() {
             None
         } else {

@@ -63,6 +63,67 @@ struct Key {
     decoding: DecodingKey,
 }
 
+/// A provider's signing keys by `kid`, each pinned to its one algorithm.
+#[derive(Default)]
+pub struct KeySet(HashMap<String, Key>);
+
+/// The refusal of a token whose `kid` is not in the key set (the one
+/// refusal that may be cured by fetching the keys again).
+const UNKNOWN_KID: &str = "unknown kid";
+
+impl KeySet {
+    /// The usable keys of a JWKS document. Keys for encryption, of other
+    /// types or curves, or without a `kid` are skipped (one odd key does
+    /// not void the others).
+    pub fn from_jwks(doc: &Value) -> Self {
+        Self(parse_jwks(doc))
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Verifies `token` against these keys and `cfg`'s rules at `now`:
+    /// algorithm, signature, issuer, times, audience, required claims.
+    pub fn verify(&self, cfg: &OidcConfig, token: &str, now: i64) -> Result<ExternalToken, Refusal> {
+        if token.len() > 16 * 1024 {
+            return Err(Refusal::Invalid("token too long"));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Invalid("malformed token"))?;
+        if !matches!(header.alg, Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256) {
+            return Err(Refusal::Invalid("algorithm not allowed"));
+        }
+        let kid = header.kid.ok_or(Refusal::Invalid("no kid"))?;
+        let key = self.0.get(&kid).ok_or(Refusal::Invalid(UNKNOWN_KID))?;
+        if key.alg != header.alg {
+            return Err(Refusal::Invalid("algorithm not the key's"));
+        }
+        let mut v = Validation::new(key.alg);
+        v.algorithms = vec![key.alg];
+        v.validate_exp = false; // checked below without leeway
+        v.validate_nbf = false; // checked below with leeway
+        v.validate_aud = false; // `aud` or Cognito's `client_id`, below
+        v.set_issuer(&[&cfg.issuer]);
+        v.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.decoding, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            Refusal::Invalid(match e.kind() {
+                ErrorKind::InvalidSignature => "bad signature",
+                ErrorKind::InvalidIssuer => "wrong issuer",
+                ErrorKind::MissingRequiredClaim(_) => "missing claim",
+                _ => "malformed token",
+            })
+        })?;
+        check_claims(cfg, token, &data.claims, now)
+    }
+}
+
 /// When keys were fetched, for the refetch limit and the 401/503 choice.
 #[derive(Default)]
 struct Fetches {
@@ -132,7 +193,7 @@ pub struct External {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     db: Db,
-    keys: RwLock<Arc<HashMap<String, Key>>>,
+    keys: RwLock<Arc<KeySet>>,
     fetches: tokio::sync::Mutex<Fetches>,
     /// (subject) -> local user id. The mapping never changes once made.
     subjects: moka::sync::Cache<String, i64>,
@@ -162,7 +223,7 @@ impl External {
             http,
             metrics,
             db,
-            keys: RwLock::new(Arc::new(HashMap::new())),
+            keys: RwLock::new(Arc::new(KeySet::default())),
             fetches: tokio::sync::Mutex::new(Fetches::default()),
             subjects: moka::sync::Cache::builder().max_capacity(SUBJECTS_CAPACITY).build(),
         }))
@@ -204,44 +265,18 @@ impl External {
         Ok((t, uid))
     }
 
-    /// Signature, algorithm, time, audience and required claims.
+    /// Verifies `token` with the keys we have; a `kid` we do not have
+    /// fetches the keys again first (see [`External::refetch_for_unknown_kid`]).
     pub async fn verify(&self, token: &str) -> Result<ExternalToken, Refusal> {
-        if token.len() > 16 * 1024 {
-            return Err(Refusal::Invalid("token too long"));
+        match self.key_set().verify(&self.cfg, token, unix_now()) {
+            Err(Refusal::Invalid(UNKNOWN_KID)) => {
+                self.refetch_for_unknown_kid().await?.verify(&self.cfg, token, unix_now())
+            }
+            done => done,
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Invalid("malformed token"))?;
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256) {
-            return Err(Refusal::Invalid("algorithm not allowed"));
-        }
-        let kid = header.kid.ok_or(Refusal::Invalid("no kid"))?;
-        let keys = match self.key_set().get(&kid) {
-            Some(_) => self.key_set(),
-            None => self.refetch_for_unknown_kid().await?,
-        };
-        let key = keys.get(&kid).ok_or(Refusal::Invalid("unknown kid"))?;
-        if key.alg != header.alg {
-            return Err(Refusal::Invalid("algorithm not the key's"));
-        }
-        let mut v = Validation::new(key.alg);
-        v.algorithms = vec![key.alg];
-        v.validate_exp = false; // checked below without leeway
-        v.validate_nbf = false; // checked below with leeway
-        v.validate_aud = false; // `aud` or Cognito's `client_id`, below
-        v.set_issuer(&[&self.cfg.issuer]);
-        v.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
-        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key.decoding, &v).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            Refusal::Invalid(match e.kind() {
-                ErrorKind::InvalidSignature => "bad signature",
-                ErrorKind::InvalidIssuer => "wrong issuer",
-                ErrorKind::MissingRequiredClaim(_) => "missing claim",
-                _ => "malformed token",
-            })
-        })?;
-        check_claims(&self.cfg, token, &data.claims, unix_now())
     }
 
-    fn key_set(&self) -> Arc<HashMap<String, Key>> {
+    fn key_set(&self) -> Arc<KeySet> {
         self.keys.read().map(|k| Arc::clone(&k)).unwrap_or_default()
     }
 
@@ -249,7 +284,7 @@ impl External {
     /// tried in the last [`REFETCH_EVERY`]. Then, still without the key, it
     /// is a 503 when no fetch succeeded in that time (the provider may have
     /// rotated while unreachable), a 401 otherwise (the key does not exist).
-    async fn refetch_for_unknown_kid(&self) -> Result<Arc<HashMap<String, Key>>, Refusal> {
+    async fn refetch_for_unknown_kid(&self) -> Result<Arc<KeySet>, Refusal> {
         let mut f = self.fetches.lock().await;
         if f.last_attempt.is_none_or(|t| t.elapsed() >= REFETCH_EVERY) {
             self.fetch(&mut f).await;
@@ -282,7 +317,7 @@ impl External {
         }
     }
 
-    async fn fetch_keys(&self, f: &mut Fetches) -> anyhow::Result<(HashMap<String, Key>, Option<Duration>)> {
+    async fn fetch_keys(&self, f: &mut Fetches) -> anyhow::Result<(KeySet, Option<Duration>)> {
         let url = match (&self.cfg.jwks_url, &f.discovered) {
             (Some(u), _) | (None, Some(u)) => u.clone(),
             (None, None) => {
@@ -298,7 +333,7 @@ impl External {
             }
         };
         let (doc, max_age) = self.get(&url).await?;
-        let keys = parse_jwks(&doc);
+        let keys = KeySet::from_jwks(&doc);
         if keys.is_empty() {
             anyhow::bail!("{url} has no usable signing key (RS256, PS256 or ES256)");
         }
@@ -413,9 +448,7 @@ fn max_age(cache_control: &str) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-/// The usable signing keys of a JWKS document, by `kid`, each pinned to
-/// its one algorithm. Keys for encryption, of other types or curves, or
-/// without a `kid` are skipped (one odd key does not void the others).
+/// See [`KeySet::from_jwks`].
 fn parse_jwks(doc: &Value) -> HashMap<String, Key> {
     let mut out = HashMap::new();
     for raw in doc.get("keys").and_then(Value::as_array).into_iter().flatten() {
