@@ -3,7 +3,7 @@
 # prints what it measured and the invariant it checked; the last line is
 # "N passed, N failed".
 #
-#   scripts/faults.sh [redis|postgres|sigterm|disconnect|all]   (default: all)
+#   scripts/faults.sh [redis|postgres|sigterm|disconnect|instances|all]   (default: all)
 #
 #   redis     a mixed load (including banned victims) while Redis is killed,
 #             restarted empty, then flushed: no request of a banned user
@@ -17,6 +17,14 @@
 #             re-activations, logouts, task writes and logins and hangs up
 #             0-3 ms later (scripts/disconnect.py): no token PostgreSQL calls
 #             revoked is accepted, and login still answers afterwards.
+#   instances three servers on one PostgreSQL and one Redis behind HAProxy
+#             (Debian's package, installed when missing; round robin per
+#             request): a mixed load with bans through the proxy accepts no
+#             banned user's request, a ban, a logout and a logout-all
+#             answered by one instance hold on the others' next requests,
+#             a writer reads every write back at
+#             once whichever instance answers (scripts/instances.py), the
+#             login limit counts across instances, every instance served.
 #
 # Starts its own PostgreSQL and Redis (scripts/with-services.sh); the
 # postgres scenario stops and starts that PostgreSQL, so it is skipped when
@@ -179,13 +187,57 @@ scenario_disconnect() {
   kill "$server_pid" "$redis_pid" 2>/dev/null || true
 }
 
+scenario_instances() {
+  echo "instances: 3 servers, one PostgreSQL and one Redis, behind HAProxy; mixed load with bans, a read-your-writes writer, the login limit"
+  command -v haproxy >/dev/null || scripts/services.sh apt haproxy
+  local rport; rport=$(free_port)
+  start_redis "$rport" "$tmp/redis.log"
+  local i servers=() apps=()
+  for i in 1 2 3; do
+    # REDIS_KEY_PREFIX empty: the default, derived from the database, so
+    # the instances share their keys as a deployment's would.
+    start_server "instance$i" "$rport" REDIS_KEY_PREFIX=
+    servers+=("$server_pid"); apps+=("$app")
+  done
+  local pport; pport=$(free_port)
+  { printf 'defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n'
+    printf 'frontend tollgate\n  bind 127.0.0.1:%s\n  default_backend instances\n' "$pport"
+    printf 'backend instances\n  balance roundrobin\n'
+    for i in 1 2 3; do printf '  server i%s %s\n' "$i" "${apps[$((i - 1))]#http://}"; done
+  } >"$tmp/haproxy.cfg"
+  haproxy -f "$tmp/haproxy.cfg" -db >"$tmp/haproxy.log" 2>&1 &
+  local proxy_pid=$!; pids+=("$proxy_pid")
+  app=http://127.0.0.1:$pport
+  wait_http "$app/healthz" || { cat "$tmp/haproxy.log"; echo "haproxy did not start"; exit 1; }
+  start_load instances mixed 15 --mix cached-read=50,miss-and-write=20,refresh=10,login=5,revocation=15
+  local out; out=$(python3 scripts/instances.py --url "$app" --seconds 8 --admin-email "$admin_email" \
+    --admin-password "$admin_password") || { echo "  instances.py failed"; failed=$((failed + 1)); }
+  wait "$load_pid" || true
+  local requests failures accepted bans served=() a
+  requests=$(summary instances "s['requests']"); failures=$(summary instances "s['failures']")
+  accepted=$(summary instances "s['revocation']['accepted_after_ban']"); bans=$(summary instances "s['revocation']['bans']")
+  for a in "${apps[@]}"; do app=$a; served+=("$(sum_metric '^http_requests_total\\{')"); done
+  echo "  requests $requests, failures $failures, bans $bans, accepted after ban $accepted, served per instance ${served[*]}"
+  echo "  $out"
+  local j; j() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$1'])" "$out"; }
+  check "no request of a banned user accepted ($bans bans through the proxy)" test "$accepted" -eq 0 -a "$bans" -gt 0
+  check "no failed request" [ "$failures" -eq 0 ]
+  check "a ban, a logout, a logout-all answered by one instance hold on all ($(j revoked_checked) requests)" \
+    test "$(j accepted_after_revocation)" -eq 0 -a "$(j revoked_checked)" -gt 0
+  check "every write read back at once through any instance ($(j writes) writes)" test "$(j stale_reads)" -eq 0 -a "$(j errors)" -eq 0 -a "$(j writes)" -gt 0
+  check "the login limit is shared: $(j max_failures) verified, then 429" test "$(j verified_failures)" -eq "$(j max_failures)" -a "$(j throttled)" -eq 5
+  check "every instance served" test "${served[0]}" -gt 0 -a "${served[1]}" -gt 0 -a "${served[2]}" -gt 0
+  kill "${servers[@]}" "$proxy_pid" "$redis_pid" 2>/dev/null || true
+}
+
 case "$what" in
   redis) scenario_redis ;;
   postgres) scenario_postgres ;;
   sigterm) scenario_sigterm ;;
   disconnect) scenario_disconnect ;;
-  all) scenario_redis; scenario_postgres; scenario_sigterm; scenario_disconnect ;;
-  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  instances) scenario_instances ;;
+  all) scenario_redis; scenario_postgres; scenario_sigterm; scenario_disconnect; scenario_instances ;;
+  *) sed -n '2,28p' "$0" >&2; exit 2 ;;
 esac
 echo "faults: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
