@@ -89,6 +89,18 @@ pub fn provider_token(alg: jsonwebtoken::Algorithm, issuer: &str, audience: &str
     jsonwebtoken::encode(&header, &claims, &key).unwrap_or_default()
 }
 
+/// `iat` of [`PROVIDER_RS256`] and [`PROVIDER_ES256`]; they expire an hour
+/// later, in 2033, and are verified as at this second.
+pub const PROVIDER_TOKENS_IAT: i64 = 1_999_990_000;
+
+/// A provider token signed RS256 by the test key, at [`PROVIDER_TOKENS_IAT`].
+/// Stored, not signed at start: RSA and ECDSA signing are randomised, and
+/// their varying cost would drown the instruction counts of the small
+/// operations (`print_provider_tokens` makes new ones).
+pub const PROVIDER_RS256: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiIsImtpZCI6ImxvYWR0ZXN0LXJzMjU2In0.eyJhdWQiOiJhcGk6Ly90b2xsZ2F0ZSIsImV4cCI6MTk5OTk5MzYwMCwiaWF0IjoxOTk5OTkwMDAwLCJpc3MiOiJodHRwczovL2xvZ2luLmV4YW1wbGUvdGVuYW50L3YyLjAiLCJqdGkiOiJiZW5jaC1qdGkiLCJzdWIiOiJiZW5jaC1zdWJqZWN0IiwidGlkIjoiYmVuY2gtdGVuYW50IiwidmVyIjoiMi4wIn0.AS71xF8b-gbN3hGy3gHpALHeh4ZJeymvb6zn5Lo8fxSxH9GiV6bB6Y3BYeoE4D_GODSGpN3yG_EGrUzcR8eeqL5ZjsPRHXInN0fgPY8GfPzfhyXLu4LtWrBUqKWXayzloSfctnEfv4lqG6oZxndxTQULNmOzw5UC2yIQXgJrOhuX_kC9QKfPK-5VD5wZdmERXzJQQJtmNpRbuQ-mcYrLl8_Op3iL1oyoobVMEsXjE57I7cLpwzreOkmY-t4SmaQ9Q16yXCEuamXuR5X2lA1FpvCa_r2uEauPLUQ9tcyegmc_GYoOZlRiLBSQMD0Mo5_1xK89ojPIl4LbwbbK110l2w";
+/// The same claims signed ES256.
+pub const PROVIDER_ES256: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJFUzI1NiIsImtpZCI6ImxvYWR0ZXN0LWVzMjU2In0.eyJhdWQiOiJhcGk6Ly90b2xsZ2F0ZSIsImV4cCI6MTk5OTk5MzYwMCwiaWF0IjoxOTk5OTkwMDAwLCJpc3MiOiJodHRwczovL2xvZ2luLmV4YW1wbGUvdGVuYW50L3YyLjAiLCJqdGkiOiJiZW5jaC1qdGkiLCJzdWIiOiJiZW5jaC1zdWJqZWN0IiwidGlkIjoiYmVuY2gtdGVuYW50IiwidmVyIjoiMi4wIn0.qXQw77eUPlHXumruq8svsxtr4f9prS5krLdRkFqr1f3FD9tL_z5Cgvy0v2ChUP25Ygft2tdpVuILGK2J6QN9Ag";
+
 /// What the operations of [`OPS`] run on, made once.
 pub struct Pieces {
     tokens: Tokens,
@@ -123,9 +135,8 @@ impl Pieces {
         };
         let provider_keys =
             KeySet::from_jwks(&serde_json::from_str(provider_keys::JWKS).unwrap_or(serde_json::Value::Null));
-        let now = Utc::now().timestamp();
-        let rs256 = provider_token(jsonwebtoken::Algorithm::RS256, &provider.issuer, &provider.audience, now);
-        let es256 = provider_token(jsonwebtoken::Algorithm::ES256, &provider.issuer, &provider.audience, now);
+        let now = PROVIDER_TOKENS_IAT + 1;
+        let (rs256, es256) = (PROVIDER_RS256.to_owned(), PROVIDER_ES256.to_owned());
         // The verified-token cache holds provider tokens as it does ours.
         let principal = Principal {
             user_id: 42,
@@ -275,6 +286,15 @@ mod tests {
     use super::*;
 
     /// A bench of a failing verification would time the error path.
+    #[test]
+    #[ignore = "prints fresh fixture tokens"]
+    fn print_provider_tokens() {
+        let (iss, aud) = ("https://login.example/tenant/v2.0", "api://tollgate");
+        for alg in [jsonwebtoken::Algorithm::RS256, jsonwebtoken::Algorithm::ES256] {
+            println!("{alg:?} {}", provider_token(alg, iss, aud, PROVIDER_TOKENS_IAT));
+        }
+    }
+
     #[test]
     fn the_provider_benches_verify_real_tokens() {
         let p = Pieces::new();
