@@ -14,6 +14,11 @@
 #                                                against a bare hyper server and pgbench, interleaved;
 #                                                ratios, CPU µs per request, login capacity, memory
 #                                                (scripts/hotpath.py --help)
+#   scripts/bench.sh capacity [--rounds N] [--secs S] [--json]
+#                                                wrk and HAProxy (installed when missing): cached GET
+#                                                /tasks on 1 instance and on 3 behind HAProxy, and the
+#                                                cache-less path; CPU µs per request of the servers,
+#                                                Redis, PostgreSQL and HAProxy (scripts/capacity.py)
 #
 # The service and loopback benches need PostgreSQL and Redis: started here
 # as throwaway instances unless DATABASE_URL and REDIS_URL are set.
@@ -72,5 +77,14 @@ case "${1:-}" in
     cargo build --locked "${flag[@]}" -q -p tollgate-benches --example bare
     set -- --profile "$profile" "$@"
     exec scripts/with-services.sh python3 scripts/hotpath.py "$@" ;;
-  *) sed -n '2,19p' "$0" >&2; exit 2 ;;
+  capacity)
+    shift
+    command -v wrk >/dev/null || scripts/services.sh apt wrk
+    command -v haproxy >/dev/null || scripts/services.sh apt haproxy
+    profile=${CAPACITY_PROFILE:-release}
+    flag=(); [ "$profile" = release ] && flag=(--release)
+    cargo build --locked "${flag[@]}" -q -p tollgate --bin tollgate
+    set -- --profile "$profile" "$@"
+    exec scripts/with-services.sh python3 scripts/capacity.py "$@" ;;
+  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac
