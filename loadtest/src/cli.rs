@@ -251,7 +251,8 @@ impl RunArgs {
             mix.push((n.trim().to_owned(), w));
         }
         let names = if self.scenario_names.is_empty() { vec!["cached-read".to_owned()] } else { self.scenario_names };
-        let names = crate::expand(&names)?;
+        let no_provider_tokens = self.goose.host.is_some() && self.external_tokens.is_none();
+        let names = crate::expand_for(&names, no_provider_tokens)?;
         let steps = match (self.rate, self.rate_steps) {
             (Some(r), _) => Some(vec![Step { rate: r, secs: self.rate_secs }]),
             (None, steps) => steps.map(|s| s.0),

@@ -293,10 +293,26 @@ pub fn expand(names: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+/// [`expand`] for a run. `all` against a deployment without its provider's
+/// tokens (`no_provider_tokens`) leaves external-read out, and says so; named
+/// on its own, external-read stays (and set-up says which option it needs).
+pub fn expand_for(names: &[String], no_provider_tokens: bool) -> anyhow::Result<Vec<String>> {
+    let mut out = expand(names)?;
+    let named = names.iter().any(|n| n == scenarios::EXTERNAL_READ);
+    if no_provider_tokens && !named && out.iter().any(|n| n == scenarios::EXTERNAL_READ) {
+        out.retain(|n| n != scenarios::EXTERNAL_READ);
+        eprintln!(
+            "loadtest: {} is not part of this run: against a deployment it needs --external-tokens FILE",
+            scenarios::EXTERNAL_READ
+        );
+    }
+    Ok(out)
+}
+
 /// Sets up data, measures the ceiling, runs each scenario, writes
 /// `summary.json` and the HTML reports under `out_dir`.
 pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
-    let names = expand(&opts.scenarios)?;
+    let names = expand_for(&opts.scenarios, opts.host.is_some() && opts.external_tokens.is_none())?;
     check_goose(&opts)?;
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
