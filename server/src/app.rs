@@ -264,8 +264,16 @@ async fn build_state(config: Config) -> anyhow::Result<Arc<AppState>> {
         Some(p) => p.clone(),
         None => format!("tg-{}", db.deployment_id().await.context("reading the deployment id")?),
     };
-    let kv = Kv::new(config.redis_url.expose(), &prefix, config.redis_pool_size, config.redis_timeout, metrics.clone())
-        .context("REDIS_URL")?;
+    let kv = match &config.redis_cluster_urls {
+        Some(urls) => {
+            let urls: Vec<String> = urls.iter().map(|u| u.expose().to_owned()).collect();
+            Kv::cluster(&urls, &prefix, config.redis_timeout, metrics.clone()).context("REDIS_CLUSTER_URLS")?
+        }
+        None => {
+            Kv::new(config.redis_url.expose(), &prefix, config.redis_pool_size, config.redis_timeout, metrics.clone())
+                .context("REDIS_URL")?
+        }
+    };
     let background = Background::new();
     let trust = Trust::new(kv.clone());
     let passwords = Passwords::new(config.hash_concurrency, config.hash_queue_max, metrics.clone())
@@ -326,9 +334,8 @@ impl App {
         }
         let trust = state.trust.clone();
         state.background.spawn_loop(|cancel| trust.config_loop(cancel));
-        let (trust, keys) = (state.trust.clone(), &state.kv.keys);
-        let (epoch, rebuild) = (keys.epoch().to_owned(), keys.rebuild());
-        state.background.spawn_loop(|cancel| trust.repair_loop(epoch, rebuild, cancel));
+        let trust = state.trust.clone();
+        state.background.spawn_loop(|cancel| trust.repair_loop(cancel));
         if let Some(external) = state.external.clone() {
             state.background.spawn_loop(|cancel| external.refresh_loop(cancel));
         }

@@ -228,9 +228,13 @@ impl PageCache {
     pub async fn lookup_fresh(&self, scope: Scope, shape: &str) -> Lookup {
         let mut checked = Checked::default();
         if matches!(self.store, Store::Redis) && self.trust.usable() {
+            let epoch = match scope {
+                Scope::Tasks(uid) => self.kv.keys.epoch_for(uid),
+                Scope::Posts => self.kv.keys.epoch_for_tag("posts"),
+            };
             let mut mget = redis::cmd("MGET");
-            mget.arg(self.kv.keys.epoch()).arg(self.tag_key(scope)).arg(self.page_key(scope, shape));
-            if let Ok((values, origin)) = self.kv.run_origin::<Vec<Option<Vec<u8>>>, _>("cache", &mget).await {
+            mget.arg(epoch.as_ref()).arg(self.tag_key(scope)).arg(self.page_key(scope, shape));
+            if let Ok((values, origin)) = self.kv.mget_origin("cache", &mget).await {
                 let mut v = values.into_iter();
                 if let Some(epoch) = v.next().flatten().and_then(|e| parse_epoch(&e, &origin)) {
                     checked = Checked { epoch: Some(epoch), extra: v.collect() };

@@ -143,6 +143,11 @@ pub const SETTINGS: &[Setting] = &[
         Value("redis://127.0.0.1:6379"),
         "Redis: redis://HOST:PORT, or unix:///PATH for a socket on the same host (a password in it is redacted)",
     ),
+    secret(
+        "REDIS_CLUSTER_URLS",
+        Unset,
+        "seed nodes of a Redis Cluster (comma-separated redis:// URLs), used instead of `REDIS_URL` (passwords in them are redacted)",
+    ),
     s(
         "REDIS_KEY_PREFIX",
         Derived("`tg-` and a random id stored in the database"),
@@ -308,6 +313,8 @@ pub struct Config {
     pub database_url: Secret,
     /// `REDIS_URL`.
     pub redis_url: Secret,
+    /// `REDIS_CLUSTER_URLS`: a Redis Cluster instead of `REDIS_URL`.
+    pub redis_cluster_urls: Option<Vec<Secret>>,
     /// `REDIS_KEY_PREFIX`; None: derived from the database at start-up.
     pub redis_key_prefix: Option<String>,
     /// `JWT_SECRET`.
@@ -525,6 +532,13 @@ impl Config {
         if !["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|s| redis_url.starts_with(s)) {
             r.fail("REDIS_URL", "must start with redis://, rediss:// or unix:// (a socket path)");
         }
+        let redis_cluster_urls = r.text("REDIS_CLUSTER_URLS").map(|v| {
+            let urls: Vec<String> = v.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+            if urls.is_empty() || !urls.iter().all(|u| u.starts_with("redis://") || u.starts_with("rediss://")) {
+                r.fail("REDIS_CLUSTER_URLS", "must be redis:// (or rediss://) URLs separated by commas");
+            }
+            urls.into_iter().map(Secret::new).collect()
+        });
         let redis_key_prefix = r.text("REDIS_KEY_PREFIX");
         if redis_key_prefix.as_deref().is_some_and(|p| p.contains(['{', '}', ' '])) {
             r.fail("REDIS_KEY_PREFIX", "may not contain braces or spaces");
@@ -573,6 +587,7 @@ impl Config {
             bind_addr,
             database_url: Secret::new(database_url),
             redis_url: Secret::new(redis_url),
+            redis_cluster_urls,
             redis_key_prefix,
             jwt_secret: Secret::new(jwt_secret),
             access_ttl,
@@ -627,7 +642,7 @@ impl Config {
                     Derived(_) => "<derived at start-up>".to_owned(),
                     _ => "<unset>".to_owned(),
                 },
-                (Some(v), true) if v.contains("://") => redact_url(v),
+                (Some(v), true) if v.contains("://") => v.split(',').map(redact_url).collect::<Vec<_>>().join(","),
                 (Some(_), true) => "<redacted>".to_owned(),
                 (Some(v), false) => v.to_owned(),
             };
@@ -859,6 +874,20 @@ mod tests {
         let o = c.oidc.expect("configured");
         assert_eq!(o.required_claims, vec![("token_use".into(), "access".into()), ("a".into(), "b".into())]);
         assert!(cfg(&[]).expect("valid").oidc.is_none());
+    }
+
+    #[test]
+    fn cluster_urls_are_checked_and_every_password_is_redacted() {
+        let c =
+            cfg(&[("REDIS_CLUSTER_URLS", "redis://:pw1@127.0.0.1:7000, redis://:pw2@127.0.0.1:7001")]).expect("valid");
+        assert_eq!(c.redis_cluster_urls.as_ref().map(Vec::len), Some(2));
+        let printed = c.redacted();
+        assert!(!printed.contains("pw1") && !printed.contains("pw2"), "{printed}");
+        assert_eq!(
+            cfg(&[("REDIS_CLUSTER_URLS", "127.0.0.1:7000")]).err().unwrap_or_default()[0].key,
+            "REDIS_CLUSTER_URLS"
+        );
+        assert!(cfg(&[]).expect("valid").redis_cluster_urls.is_none());
     }
 
     #[test]

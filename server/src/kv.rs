@@ -8,6 +8,25 @@
 //!   for [`BREAKER_OPEN`], so an outage costs one timeout, not one per request;
 //! - every failure counts in `dependency_errors_total{dependency="redis"}`.
 //!
+//! # Redis Cluster
+//! With `REDIS_CLUSTER_URLS`, commands go through redis-rs's cluster
+//! connection, which routes each by its key's slot and follows `MOVED` and
+//! `ASK` during slot migrations and failovers. Every command of a request
+//! names keys of one user, all under the hash tag `{u:ID}`, so it stays one
+//! command on one node. What a cluster changes:
+//! - **Whose word.** The `epoch` that vouches for Redis's completeness is
+//!   one key per hash slot, in that slot ([`Keys::epoch_for`]), bound to
+//!   the `run_id` of the node that holds it. Which node answered is not known
+//!   to the client, so the hot path's `MGET` becomes one Lua call on that
+//!   node returning the node's own `run_id` first ([`Kv::mget_origin`]). A
+//!   flushed, restarted or promoted primary thus voids exactly its slots'
+//!   epochs, and a migrated slot's epoch (written by its old node) is void on
+//!   its new node until rebuilt.
+//! - **Batches.** Pipelines may not span slots, so bulk writes (the rebuild)
+//!   go as concurrent single commands ([`Kv::run_each`]).
+//! - **Configuration.** The trust check reads every primary
+//!   ([`Kv::each_primary`]).
+//!
 //! Pooling: bb8 over *multiplexed* connections. A checkout only clones the
 //! connection handle and gives the slot back at once, so the commands of
 //! concurrent requests are pipelined on a few sockets (Redis answers ~10x
@@ -19,8 +38,13 @@
 
 use crate::metrics::Metrics;
 use bb8::{ManageConnection, Pool};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, RedisError};
+use futures_util::{StreamExt, stream};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -93,6 +117,44 @@ pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
     info.lines().find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':'))).map(str::trim)
 }
 
+/// Hash slots of a Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
+/// CRC16-XMODEM, the hash of Redis Cluster's key slots.
+fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |mut crc, &b| {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+        crc
+    })
+}
+
+/// The slot of a hash tag's content (the text between the braces).
+pub fn slot_of_tag(tag: &str) -> u16 {
+    crc16(tag.as_bytes()) % SLOTS
+}
+
+/// For every slot, a short hash tag that lands in it (`s` and a number):
+/// the per-slot keys (`epoch`, the rebuild marker) are named with it, so
+/// they share a slot with the user keys they vouch for. Made once at start
+/// (about 160k CRCs).
+fn slot_tags() -> Vec<u32> {
+    let mut tags = vec![u32::MAX; SLOTS as usize];
+    let mut left = SLOTS as usize;
+    let mut n = 0u32;
+    while left > 0 {
+        let slot = slot_of_tag(&format!("s{n}")) as usize;
+        if tags[slot] == u32::MAX {
+            tags[slot] = n;
+            left -= 1;
+        }
+        n += 1;
+    }
+    tags
+}
+
 /// Key names. Every key of one user carries the hash tag `{u:ID}`, so the
 /// multi-key commands of a request stay legal on Redis Cluster.
 #[derive(Clone, Debug)]
@@ -100,23 +162,57 @@ pub struct Keys {
     prefix: String,
     /// Read on every authenticated request: built once.
     epoch: String,
+    /// On a cluster: the tag number of each slot (see [`slot_tags`]).
+    slots: Option<Arc<[u32]>>,
 }
 
 impl Keys {
-    /// Keys under `prefix` (`REDIS_KEY_PREFIX`).
-    pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned(), epoch: format!("{prefix}:epoch") }
+    /// Keys under `prefix` (`REDIS_KEY_PREFIX`), for one Redis or a cluster.
+    pub fn new(prefix: &str, cluster: bool) -> Self {
+        let slots = cluster.then(|| Arc::from(slot_tags()));
+        Self { prefix: prefix.to_owned(), epoch: format!("{prefix}:epoch"), slots }
+    }
+    /// Whether the keys are laid out for a cluster (an epoch per slot).
+    pub fn per_slot(&self) -> bool {
+        self.slots.is_some()
     }
     /// `REBUILD_ID:RUN_ID` of the last rebuild from PostgreSQL (see
     /// `trust`); missing or naming another process = Redis lost state.
+    /// On one Redis, one key; see [`Keys::epoch_for`] for a cluster.
     pub fn epoch(&self) -> &str {
         &self.epoch
     }
-    /// The epoch that vouches for `uid`'s keys. One key for a single Redis;
-    /// the signature lets a cluster keep one per slot, in the slot of the
-    /// user's hash tag, so the check stays one command on one node.
-    pub fn epoch_for(&self, _uid: i64) -> &str {
-        &self.epoch
+    /// The epoch that vouches for `uid`'s keys: the one key on a single
+    /// Redis; on a cluster, the epoch of the slot of the user's hash tag,
+    /// in that slot, so the check stays one command on one node.
+    pub fn epoch_for(&self, uid: i64) -> Cow<'_, str> {
+        match &self.slots {
+            None => Cow::Borrowed(&self.epoch),
+            Some(_) => {
+                let mut n = itoa::Buffer::new();
+                self.epoch_for_tag(&["u:", n.format(uid)].concat())
+            }
+        }
+    }
+    /// The epoch of the slot of hash tag `tag` (e.g. `posts`).
+    pub fn epoch_for_tag(&self, tag: &str) -> Cow<'_, str> {
+        match &self.slots {
+            None => Cow::Borrowed(&self.epoch),
+            Some(_) => Cow::Owned(self.slot_key(slot_of_tag(tag), "epoch")),
+        }
+    }
+    /// `PREFIX:{sN}:what`, N the tag number of `slot`.
+    fn slot_key(&self, slot: u16, what: &str) -> String {
+        let n = self.slots.as_ref().map_or(0, |t| t[slot as usize]);
+        format!("{}:{{s{n}}}:{what}", self.prefix)
+    }
+    /// Every (rebuild marker, epoch) pair: one on a single Redis, one per
+    /// slot on a cluster.
+    pub fn epoch_pairs(&self) -> Vec<(String, String)> {
+        match &self.slots {
+            None => vec![(self.rebuild(), self.epoch.clone())],
+            Some(_) => (0..SLOTS).map(|s| (self.slot_key(s, "rebuild"), self.slot_key(s, "epoch"))).collect(),
+        }
     }
     /// Marker of a rebuild in progress (a flush during it voids it).
     pub fn rebuild(&self) -> String {
@@ -174,19 +270,52 @@ impl Keys {
     }
 }
 
+/// Where commands go.
+#[derive(Clone)]
+enum Backend {
+    /// One Redis: pooled multiplexed connections, each knowing the
+    /// `run_id` of its process.
+    Single(Pool<RedisManager>),
+    /// A Redis Cluster: one cluster connection, made on first use.
+    Cluster(Arc<ClusterLink>),
+}
+
+/// The cluster client and its connection (redis-rs multiplexes over one
+/// connection per node and refreshes the slot map itself).
+struct ClusterLink {
+    client: ClusterClient,
+    conn: tokio::sync::OnceCell<ClusterConnection>,
+}
+
+/// The hot path's `MGET` on a cluster: the values, after the `run_id` of
+/// the node that holds them, in one call on that node.
+const ORIGIN_MGET: &str = r"
+local out = {string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''}
+for i = 1, #KEYS do out[i + 1] = redis.call('GET', KEYS[i]) end
+return out
+";
+
+/// Concurrent commands of one [`Kv::run_each`] on a cluster.
+const EACH_CONCURRENCY: usize = 64;
+
 /// Cheap-to-clone Redis handle.
 #[derive(Clone)]
 pub struct Kv {
-    pool: Pool<RedisManager>,
+    backend: Backend,
     /// Key names.
     pub keys: Keys,
     metrics: Arc<Metrics>,
     /// Unix ms until which calls are skipped.
     open_until: Arc<AtomicU64>,
+    origin_mget: Arc<redis::Script>,
 }
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn broken_link(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
 }
 
 impl Kv {
@@ -198,7 +327,27 @@ impl Kv {
             .connection_timeout(timeout)
             .test_on_check_out(false)
             .build_unchecked(RedisManager { client, timeout });
-        Ok(Self { pool, keys: Keys::new(prefix), metrics, open_until: Arc::new(AtomicU64::new(0)) })
+        Ok(Self::with(Backend::Single(pool), Keys::new(prefix, false), metrics))
+    }
+
+    /// A lazily connecting Redis Cluster handle from some of its nodes.
+    /// Each attempt of a command waits at most `timeout`; redis-rs retries
+    /// a few times on `MOVED`, `ASK`, `TRYAGAIN` and lost nodes.
+    pub fn cluster(urls: &[String], prefix: &str, timeout: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let client = ClusterClient::builder(urls.to_vec())
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(3)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+            .build()?;
+        let link = Arc::new(ClusterLink { client, conn: tokio::sync::OnceCell::new() });
+        Ok(Self::with(Backend::Cluster(link), Keys::new(prefix, true), metrics))
+    }
+
+    fn with(backend: Backend, keys: Keys, metrics: Arc<Metrics>) -> Self {
+        let origin_mget = Arc::new(redis::Script::new(ORIGIN_MGET));
+        Self { backend, keys, metrics, open_until: Arc::new(AtomicU64::new(0)), origin_mget }
     }
 
     /// Runs one command or pipeline, bounded by the timeout. `op` labels
@@ -208,16 +357,114 @@ impl Kv {
         T: FromRedisValue + Send,
         C: Runnable + ?Sized,
     {
-        self.run_origin(op, cmd).await.map(|(v, _)| v)
+        match &self.backend {
+            Backend::Single(_) => self.run_origin(op, cmd).await.map(|(v, _)| v),
+            Backend::Cluster(link) => {
+                let result = match self.cluster_conn(link).await {
+                    Ok(mut conn) => cmd.run_on(&mut conn).await.map_err(KvError::Redis),
+                    Err(e) => Err(e),
+                };
+                self.count(op, result)
+            }
+        }
     }
 
-    /// [`Kv::run`], also returning the `run_id` of the Redis process that
-    /// answered (see [`RedisConn`]).
-    pub async fn run_origin<T, C>(&self, op: &'static str, cmd: &C) -> Result<(T, Arc<str>), KvError>
+    /// The cluster connection, made on first use (and retried after a
+    /// failed first connect).
+    async fn cluster_conn(&self, link: &ClusterLink) -> Result<ClusterConnection, KvError> {
+        if now_ms() < self.open_until.load(Ordering::Relaxed) {
+            return Err(KvError::Skipped);
+        }
+        link.conn.get_or_try_init(|| link.client.get_async_connection()).await.cloned().map_err(KvError::Redis)
+    }
+
+    /// An `MGET` (built by the caller, keys of one slot) with the `run_id`
+    /// of the Redis process that answered it, for the epoch check (see
+    /// `trust`). On one Redis, the `MGET` itself on a pooled connection
+    /// that knows its process; on a cluster, one Lua call on the node that
+    /// holds the slot, returning that node's `run_id` first.
+    pub async fn mget_origin(
+        &self,
+        op: &'static str,
+        mget: &redis::Cmd,
+    ) -> Result<(Vec<Option<Vec<u8>>>, Arc<str>), KvError> {
+        match &self.backend {
+            Backend::Single(_) => self.run_origin(op, mget).await,
+            Backend::Cluster(_) => {
+                let mut call = self.origin_mget.prepare_invoke();
+                for arg in mget.args_iter().skip(1) {
+                    if let redis::Arg::Simple(key) = arg {
+                        call.key(key);
+                    }
+                }
+                let mut values: Vec<Option<Vec<u8>>> = self.run(op, &call).await?;
+                let origin = match values.first_mut().and_then(Option::take) {
+                    Some(id) => Arc::from(String::from_utf8_lossy(&id).as_ref()),
+                    None => Arc::from(""),
+                };
+                values.remove(0);
+                Ok((values, origin))
+            }
+        }
+    }
+
+    /// Runs every command, answers ignored; fails if any failed. On one
+    /// Redis, one pipeline; on a cluster, where a pipeline may not span
+    /// slots, concurrent single commands.
+    pub async fn run_each(&self, op: &'static str, cmds: Vec<redis::Cmd>) -> Result<(), KvError> {
+        match &self.backend {
+            Backend::Single(_) => {
+                let mut pipe = redis::pipe();
+                for c in cmds {
+                    pipe.add_command(c).ignore();
+                }
+                self.run::<(), _>(op, &pipe).await
+            }
+            Backend::Cluster(_) => {
+                let mut results = stream::iter(cmds)
+                    .map(|c| async move { self.run::<Value, _>(op, &c).await.map(drop) })
+                    .buffer_unordered(EACH_CONCURRENCY);
+                while let Some(r) = results.next().await {
+                    r?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `cmd` on every primary (the one Redis, or each primary of the
+    /// cluster): each one's answer.
+    pub async fn each_primary<T: FromRedisValue + Send>(
+        &self,
+        op: &'static str,
+        cmd: &redis::Cmd,
+    ) -> Result<Vec<T>, KvError> {
+        let link = match &self.backend {
+            Backend::Single(_) => return self.run::<T, _>(op, cmd).await.map(|v| vec![v]),
+            Backend::Cluster(link) => link,
+        };
+        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let result = match self.cluster_conn(link).await {
+            Ok(mut conn) => conn.route_command(cmd.clone(), routing).await.map_err(KvError::Redis),
+            Err(e) => Err(e),
+        };
+        let parse = |v: Value| T::from_redis_value(v).map_err(|e| KvError::Redis(e.into()));
+        match self.count(op, result)? {
+            Value::Map(by_node) => by_node.into_iter().map(|(_, v)| parse(v)).collect(),
+            one => Ok(vec![parse(one)?]),
+        }
+    }
+
+    /// [`Kv::run`] on one Redis, also returning the `run_id` of the Redis
+    /// process that answered (see [`RedisConn`]).
+    async fn run_origin<T, C>(&self, op: &'static str, cmd: &C) -> Result<(T, Arc<str>), KvError>
     where
         T: FromRedisValue + Send,
         C: Runnable + ?Sized,
     {
+        let Backend::Single(pool) = &self.backend else {
+            return Err(KvError::Skipped);
+        };
         if now_ms() < self.open_until.load(Ordering::Relaxed) {
             return Err(KvError::Skipped);
         }
@@ -226,7 +473,7 @@ impl Kv {
             // its guard makes bb8 discard it (has_broken), and the loop takes
             // the next one or opens a new one.
             let (mut conn, broken, run_id) = loop {
-                let guard = self.pool.get().await.map_err(|e| match e {
+                let guard = pool.get().await.map_err(|e| match e {
                     bb8::RunError::TimedOut => KvError::Timeout,
                     bb8::RunError::User(e) => KvError::Redis(e),
                 })?;
@@ -235,7 +482,7 @@ impl Kv {
                 }
             };
             let value = cmd.run_on(&mut conn).await.map_err(|e| {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout() {
+                if broken_link(&e) {
                     broken.store(true, Ordering::Relaxed);
                 }
                 KvError::Redis(e)
@@ -247,6 +494,11 @@ impl Kv {
         // (both REDIS_TIMEOUT_MS); a second timer per request costs
         // measurable time on the hot path.
         let result = attempt.await;
+        self.count(op, result)
+    }
+
+    /// Counts a failure, and opens the breaker on a lost connection.
+    fn count<T>(&self, op: &'static str, result: Result<T, KvError>) -> Result<T, KvError> {
         if let Err(e) = &result {
             self.metrics.dependency_error("redis", op);
             let trips = match e {
@@ -261,36 +513,45 @@ impl Kv {
         result
     }
 
-    /// Open and idle connections, for the pool gauges.
+    /// Open and idle connections, for the pool gauges (a cluster
+    /// connection counts as one).
     pub fn state(&self) -> crate::metrics::PoolState {
-        let s = self.pool.state();
-        crate::metrics::PoolState { connections: s.connections, idle: s.idle_connections }
+        match &self.backend {
+            Backend::Single(pool) => {
+                let s = pool.state();
+                crate::metrics::PoolState { connections: s.connections, idle: s.idle_connections }
+            }
+            Backend::Cluster(link) => {
+                let n = u32::from(link.conn.initialized());
+                crate::metrics::PoolState { connections: n, idle: n }
+            }
+        }
     }
 }
 
 /// A command or a pipeline: what [`Kv::run`] can send.
 pub trait Runnable: Sync {
-    /// Sends it on `conn`.
-    fn run_on<T: FromRedisValue + Send>(
+    /// Sends it on `conn` (one Redis's or the cluster's).
+    fn run_on<T: FromRedisValue + Send, K: ConnectionLike + Send>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut K,
     ) -> impl std::future::Future<Output = Result<T, RedisError>> + Send;
 }
 
 impl Runnable for redis::Cmd {
-    async fn run_on<T: FromRedisValue + Send>(&self, conn: &mut MultiplexedConnection) -> Result<T, RedisError> {
+    async fn run_on<T: FromRedisValue + Send, K: ConnectionLike + Send>(&self, conn: &mut K) -> Result<T, RedisError> {
         self.query_async(conn).await
     }
 }
 
 impl Runnable for redis::Pipeline {
-    async fn run_on<T: FromRedisValue + Send>(&self, conn: &mut MultiplexedConnection) -> Result<T, RedisError> {
+    async fn run_on<T: FromRedisValue + Send, K: ConnectionLike + Send>(&self, conn: &mut K) -> Result<T, RedisError> {
         self.query_async(conn).await
     }
 }
 
 impl Runnable for redis::ScriptInvocation<'_> {
-    async fn run_on<T: FromRedisValue + Send>(&self, conn: &mut MultiplexedConnection) -> Result<T, RedisError> {
+    async fn run_on<T: FromRedisValue + Send, K: ConnectionLike + Send>(&self, conn: &mut K) -> Result<T, RedisError> {
         self.invoke_async(conn).await
     }
 }
@@ -300,8 +561,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn slots_follow_redis_cluster_and_every_slot_has_an_epoch_beside_its_users() {
+        // The reference vector of Redis Cluster's spec: CRC16("123456789").
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+        assert_eq!(slot_of_tag("foo"), 12182, "CLUSTER KEYSLOT foo");
+        let k = Keys::new("p", true);
+        let tag = |key: &str| key[key.find('{').expect("{") + 1..key.find('}').expect("}")].to_owned();
+        for uid in [1, 42, 123_456_789] {
+            let epoch = k.epoch_for(uid);
+            assert_eq!(slot_of_tag(&tag(&epoch)), slot_of_tag(&tag(&k.nbf(uid))), "user {uid}");
+        }
+        assert_eq!(slot_of_tag(&tag(&k.epoch_for_tag("posts"))), slot_of_tag(&tag(&k.posts_gen())));
+        let pairs = k.epoch_pairs();
+        assert_eq!(pairs.len(), SLOTS as usize);
+        let mut slots: Vec<u16> = pairs
+            .iter()
+            .map(|(m, e)| {
+                assert_eq!(slot_of_tag(&tag(m)), slot_of_tag(&tag(e)));
+                slot_of_tag(&tag(e))
+            })
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), SLOTS as usize, "one pair per slot");
+        let single = Keys::new("p", false);
+        assert_eq!((single.epoch_for(7).as_ref(), single.epoch_pairs().len()), ("p:epoch", 1));
+    }
+
+    #[test]
     fn a_users_keys_share_its_hash_tag() {
-        let k = Keys::new("tg-x");
+        let k = Keys::new("tg-x", false);
         assert_eq!(k.nbf(7), "tg-x:{u:7}:nbf");
         assert_eq!(k.sess(7, -42), "tg-x:{u:7}:sess:-42");
         assert_eq!(k.tgen(i64::MAX), "tg-x:{u:9223372036854775807}:tgen");

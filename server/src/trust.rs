@@ -106,6 +106,26 @@ pub struct Verdict {
     pub checked: bool,
 }
 
+impl Verdict {
+    /// Both verdicts at once (a cluster's primaries): trusted only if both
+    /// are, with every reason and warning once.
+    pub fn and(mut self, other: Verdict) -> Verdict {
+        self.trusted &= other.trusted;
+        self.checked &= other.checked;
+        for r in other.reasons {
+            if !self.reasons.contains(&r) {
+                self.reasons.push(r);
+            }
+        }
+        for w in other.warnings {
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
+        }
+        self
+    }
+}
+
 /// Judges a Redis from its `INFO memory`, `INFO persistence` and the
 /// `save` setting (None when `CONFIG` is refused, as managed services do).
 pub fn judge(memory: &str, persistence: &str, save: Option<&str>) -> Verdict {
@@ -183,12 +203,22 @@ impl Trust {
         let info = |section: &'static str| redis::cmd("INFO").arg(section).to_owned();
         let (memory, persistence) = (info("memory"), info("persistence"));
         let save = redis::cmd("CONFIG").arg("GET").arg("save").to_owned();
+        // On a cluster, every primary must pass: one that may evict
+        // could drop the entries of its slots.
         let verdict = match tokio::join!(
-            self.kv.run::<String, _>("trust_check", &memory),
-            self.kv.run::<String, _>("trust_check", &persistence),
-            self.kv.run::<Vec<String>, _>("trust_check", &save),
+            self.kv.each_primary::<String>("trust_check", &memory),
+            self.kv.each_primary::<String>("trust_check", &persistence),
+            self.kv.each_primary::<Vec<String>>("trust_check", &save),
         ) {
-            (Ok(m), Ok(p), save) => judge(&m, &p, save.ok().as_ref().and_then(|s| s.get(1)).map(String::as_str)),
+            (Ok(m), Ok(p), save) if !m.is_empty() && m.len() == p.len() => {
+                let save = save.unwrap_or_default();
+                let each = m
+                    .iter()
+                    .zip(&p)
+                    .enumerate()
+                    .map(|(i, (m, p))| judge(m, p, save.get(i).and_then(|s| s.get(1)).map(String::as_str)));
+                each.reduce(Verdict::and).unwrap_or_default()
+            }
             // Unreachable: the breaker and the PostgreSQL fallback cover
             // that; keep the last configuration verdict.
             _ => {
@@ -227,15 +257,17 @@ impl Trust {
     /// Voids `epoch` and any rebuild in flight after [`Trust::fell_behind`],
     /// retrying until Redis answers; then trusts Redis again (every instance,
     /// this one included, rebuilds before using it).
-    pub async fn repair_loop(self: Arc<Self>, epoch_key: String, rebuild_key: String, cancel: CancellationToken) {
-        let del = redis::cmd("DEL").arg(&epoch_key).arg(&rebuild_key).to_owned();
+    pub async fn repair_loop(self: Arc<Self>, cancel: CancellationToken) {
+        // Every (rebuild marker, epoch) pair: one, or one per cluster slot.
+        let pairs = self.kv.keys.epoch_pairs();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 () = self.repair.notified() => {}
             }
             while self.behind.load(Ordering::Acquire) {
-                if self.kv.run::<i64, _>("epoch_reset", &del).await.is_ok() {
+                let del = pairs.iter().map(|(mark, epoch)| redis::cmd("DEL").arg(epoch).arg(mark).to_owned());
+                if self.kv.run_each("epoch_reset", del.collect()).await.is_ok() {
                     self.behind.store(false, Ordering::Release);
                     tracing::info!("Redis epoch voided; instances rebuild from PostgreSQL");
                     break;

@@ -67,6 +67,7 @@ use crate::http::error::ApiError;
 use crate::kv::Kv;
 use crate::metrics::{CheckSource, ExternalOutcome, Metrics};
 use crate::trust::{EpochId, Trust, parse_epoch};
+use futures_util::StreamExt;
 use redis::Script;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,12 +91,16 @@ end
 return 1
 ";
 
-/// Sets `epoch` only if the rebuild marker is still ours (no flush and no
-/// failed write since). KEYS = rebuild marker, epoch; ARGV = rebuild id,
-/// epoch value.
+/// Sets `epoch` to `REBUILD_ID:RUN_ID` only if the rebuild marker is still
+/// ours (no flush and no failed write since). The `run_id` is read by the
+/// script on the node that holds the keys, so the epoch names the process
+/// that has them, one Redis or a cluster's node alike.
+/// KEYS = rebuild marker, epoch; ARGV = rebuild id.
 const FINISH_REBUILD: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2])
+  local run_id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  if not run_id then return 0 end
+  redis.call('SET', KEYS[2], ARGV[1] .. ':' .. run_id)
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -182,7 +187,7 @@ impl Revocation {
         if self.trust.usable() {
             let k = &self.kv.keys;
             let mut mget = redis::cmd("MGET");
-            mget.arg(k.epoch_for(p.user_id)).arg(k.nbf(p.user_id));
+            mget.arg(k.epoch_for(p.user_id).as_ref()).arg(k.nbf(p.user_id));
             match &p.external {
                 None => mget.arg(k.sess(p.user_id, p.session_id)),
                 Some(key) => mget.arg(k.xrev(p.user_id, key)),
@@ -190,8 +195,7 @@ impl Revocation {
             for key in extra {
                 mget.arg(key);
             }
-            if let Ok((values, origin)) = self.kv.run_origin::<Vec<Option<Vec<u8>>>, _>("revocation_check", &mget).await
-            {
+            if let Ok((values, origin)) = self.kv.mget_origin("revocation_check", &mget).await {
                 let mut v = values.into_iter();
                 let (epoch, nbf, sess) = (v.next().flatten(), v.next().flatten(), v.next().flatten());
                 match epoch.as_deref().and_then(|e| parse_epoch(e, &origin)) {
@@ -291,60 +295,71 @@ impl Revocation {
 
     /// Copies every revocation that can still matter from PostgreSQL into
     /// Redis, in batches, then marks Redis complete under a new epoch bound
-    /// to the Redis process. Returns whether it did.
+    /// to the Redis process (on a cluster, every slot's epoch to its node's
+    /// process). Returns whether it did; a slot flushed or failed meanwhile
+    /// makes it false, and the next check starts another.
     pub async fn rebuild(&self) -> anyhow::Result<bool> {
         let k = &self.kv.keys;
         let id = EpochId::random();
-        let mark = redis::cmd("SET").arg(k.rebuild()).arg(id.hex()).arg("PX").arg(120_000).to_owned();
-        let ((), run_id) = self.kv.run_origin::<(), _>("rebuild", &mark).await?;
+        let pairs = k.epoch_pairs();
+        let marks =
+            pairs.iter().map(|(mark, _)| redis::cmd("SET").arg(mark).arg(id.hex()).arg("PX").arg(120_000).to_owned());
+        self.kv.run_each("rebuild", marks.collect()).await?;
         let ttl = self.entry_ttl.as_millis() as u64;
-        let sha = self.newest_wins.get_hash().to_owned();
-        let load = redis::cmd("SCRIPT").arg("LOAD").arg(NEWEST_WINS).to_owned();
-        self.kv.run::<String, _>("rebuild", &load).await?;
+        // EVAL with the script's text: a batch may reach nodes that never
+        // loaded it, and a rebuild is rare.
+        let newest_wins = |key: String, min: i64, active: bool| {
+            redis::cmd("EVAL")
+                .arg(NEWEST_WINS)
+                .arg(1)
+                .arg(key)
+                .arg(min)
+                .arg(if active { "a" } else { "b" })
+                .arg(ttl)
+                .to_owned()
+        };
         let mut after = 0;
         loop {
             let users = self.db.rebuild_users(self.entry_ttl, after, REBUILD_BATCH).await?;
             let Some(last) = users.last() else { break };
             after = last.id;
-            let mut pipe = redis::pipe();
-            for u in &users {
-                pipe.cmd("EVALSHA")
-                    .arg(&sha)
-                    .arg(1)
-                    .arg(k.nbf(u.id))
-                    .arg(u.min_session_id)
-                    .arg(if u.status.is_active() { "a" } else { "b" })
-                    .arg(ttl)
-                    .ignore();
-            }
-            self.kv.run::<(), _>("rebuild", &pipe).await?;
+            let cmds = users.iter().map(|u| newest_wins(k.nbf(u.id), u.min_session_id, u.status.is_active()));
+            self.kv.run_each("rebuild", cmds.collect()).await?;
         }
         let mut after = 0;
         loop {
             let sessions = self.db.rebuild_sessions(after, REBUILD_BATCH).await?;
             let Some(last) = sessions.last() else { break };
             after = last.id;
-            let mut pipe = redis::pipe();
-            for s in &sessions {
-                pipe.cmd("SET").arg(k.sess(s.user_id, s.id)).arg(1).arg("PX").arg(s.left_ms.max(1)).ignore();
-            }
-            self.kv.run::<(), _>("rebuild", &pipe).await?;
+            let cmds = sessions.iter().map(|s| {
+                redis::cmd("SET").arg(k.sess(s.user_id, s.id)).arg(1).arg("PX").arg(s.left_ms.max(1)).to_owned()
+            });
+            self.kv.run_each("rebuild", cmds.collect()).await?;
         }
         let mut after = 0;
         loop {
             let tokens = self.db.rebuild_external_revocations(after, REBUILD_BATCH).await?;
             let Some(last) = tokens.last() else { break };
             after = last.id;
-            let mut pipe = redis::pipe();
-            for t in &tokens {
-                pipe.cmd("SET").arg(k.xrev(t.user_id, &t.token_key)).arg(1).arg("PX").arg(t.left_ms.max(1)).ignore();
-            }
-            self.kv.run::<(), _>("rebuild", &pipe).await?;
+            let cmds = tokens.iter().map(|t| {
+                redis::cmd("SET").arg(k.xrev(t.user_id, &t.token_key)).arg(1).arg("PX").arg(t.left_ms.max(1)).to_owned()
+            });
+            self.kv.run_each("rebuild", cmds.collect()).await?;
         }
-        let mut fin = self.finish_rebuild.key(k.rebuild());
-        fin.key(k.epoch()).arg(id.hex()).arg(id.value(&run_id));
-        let done: i64 = self.kv.run("rebuild", &fin).await?;
-        Ok(done == 1)
+        let finished = futures_util::stream::iter(pairs)
+            .map(|(mark, epoch)| {
+                let mut fin = self.finish_rebuild.key(mark);
+                fin.key(epoch).arg(id.hex());
+                async move { self.kv.run::<i64, _>("rebuild", &fin).await }
+            })
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await;
+        let mut done = true;
+        for f in finished {
+            done &= f? == 1;
+        }
+        Ok(done)
     }
 }
 
