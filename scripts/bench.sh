@@ -16,7 +16,8 @@
 #                                                (scripts/hotpath.py --help)
 #   scripts/bench.sh capacity [--rounds N] [--secs S] [--json]
 #                                                wrk and HAProxy (installed when missing): cached GET
-#                                                /tasks on 1 instance and on 3 behind HAProxy, and the
+#                                                /tasks on 1 instance, on 3 behind HAProxy, on 1 on a
+#                                                Redis Cluster (scripts/redis-cluster.sh), and the
 #                                                cache-less path; CPU µs per request of the servers,
 #                                                Redis, PostgreSQL and HAProxy (scripts/capacity.py)
 #
@@ -85,6 +86,8 @@ case "${1:-}" in
     flag=(); [ "$profile" = release ] && flag=(--release)
     cargo build --locked "${flag[@]}" -q -p tollgate --bin tollgate
     set -- --profile "$profile" "$@"
-    exec scripts/with-services.sh python3 scripts/capacity.py "$@" ;;
+    eval "$(scripts/redis-cluster.sh start)"
+    trap 'scripts/redis-cluster.sh stop "$REDIS_CLUSTER_DIR"' EXIT
+    scripts/with-services.sh python3 scripts/capacity.py "$@" ;;
   *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac

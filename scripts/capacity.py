@@ -9,7 +9,11 @@ with a warm-up each, wrk drives:
 
 - cached `GET /tasks` on the one instance,
 - cached `GET /tasks` through the proxy to the three,
-- `GET /tasks` on the cache-less server (every request a PostgreSQL query).
+- `GET /tasks` on the cache-less server (every request a PostgreSQL query),
+- cached `GET /tasks` on one instance on a Redis Cluster, when
+  REDIS_CLUSTER_URLS and REDIS_CLUSTER_DIR name one (scripts/bench.sh
+  capacity starts one with scripts/redis-cluster.sh); its Redis column is
+  the CPU of all the cluster's nodes.
 
 For each, req/s (median over the rounds, with the spread) and the CPU
 microseconds per request of every process on the path: the server(s),
@@ -20,6 +24,7 @@ per second of that kind, on hardware like this. Loopback only; bounded.
 """
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -83,13 +88,20 @@ def main():
     p.add_argument("--profile", default="release")
     a = p.parse_args()
     binary = os.path.join(ROOT, "target", a.profile, "tollgate")
-    base_env = {"RUST_LOG": "warn", "REDIS_KEY_PREFIX": ""}
+    # Empty means unset: the single-Redis servers must not pick up the
+    # cluster from the environment; the prefix derives from the database.
+    base_env = {"RUST_LOG": "warn", "REDIS_KEY_PREFIX": "", "REDIS_CLUSTER_URLS": ""}
     servers = []
     try:
         one = Server("one", [binary], base_env)
         three = [Server(f"i{i}", [binary], base_env) for i in range(3)]
         miss = Server("miss", [binary], dict(base_env, CACHE_BACKEND="off"))
         servers = [one, *three, miss]
+        cluster_dir = os.environ.get("REDIS_CLUSTER_DIR")
+        on_cluster = None
+        if os.environ.get("REDIS_CLUSTER_URLS") and cluster_dir:
+            on_cluster = Server("cluster", [binary], dict(base_env, REDIS_CLUSTER_URLS=os.environ["REDIS_CLUSTER_URLS"]))
+            servers.append(on_cluster)
         for s in servers:
             wait_ready(s.url, s.proc)
         proxy_port = free_port()
@@ -105,18 +117,23 @@ def main():
         wait_ready(proxy_url, proxy.proc)
         token, _ = set_up(one.url)  # one database: the same user and token everywhere
         rpid, ppid = redis_pid(), postmaster_pid()
+        single = lambda: tree_ticks(rpid)
         paths = [
-            ("cached GET /tasks, 1 instance", f"{one.url}/tasks", [one]),
-            ("cached GET /tasks, 3 instances behind HAProxy", f"{proxy_url}/tasks", [*three]),
-            ("GET /tasks, no cache (PostgreSQL)", f"{miss.url}/tasks", [miss]),
+            ("cached GET /tasks, 1 instance", f"{one.url}/tasks", [one], single),
+            ("cached GET /tasks, 3 instances behind HAProxy", f"{proxy_url}/tasks", [*three], single),
+            ("GET /tasks, no cache (PostgreSQL)", f"{miss.url}/tasks", [miss], single),
         ]
-        results = {name: [] for name, _, _ in paths}
+        if on_cluster:
+            pids = [int(open(f).read()) for f in sorted(glob.glob(os.path.join(cluster_dir, "*.pid")))]
+            nodes = lambda: sum(tree_ticks(p) for p in pids)
+            paths.append(("cached GET /tasks, 1 instance on Redis Cluster", f"{on_cluster.url}/tasks", [on_cluster], nodes))
+        results = {name: [] for name, _, _, _ in paths}
         for _ in range(a.rounds):
-            for name, url, procs in paths:
+            for name, url, procs, redis_ticks in paths:
                 wrk(url, a.warmup, a.connections, a.threads, token)
-                before = ([s.cpu_ticks() for s in procs], tree_ticks(rpid), tree_ticks(ppid), proxy.cpu_ticks())
+                before = ([s.cpu_ticks() for s in procs], redis_ticks(), tree_ticks(ppid), proxy.cpu_ticks())
                 r = wrk(url, a.secs, a.connections, a.threads, token)
-                after = ([s.cpu_ticks() for s in procs], tree_ticks(rpid), tree_ticks(ppid), proxy.cpu_ticks())
+                after = ([s.cpu_ticks() for s in procs], redis_ticks(), tree_ticks(ppid), proxy.cpu_ticks())
                 if r["non_2xx"]:
                     die(f"{url}: {r['non_2xx']} answers were not 2xx")
                 per = lambda t: t * 1e6 / TICK / max(r["requests"], 1)

@@ -3,7 +3,7 @@
 # prints what it measured and the invariant it checked; the last line is
 # "N passed, N failed".
 #
-#   scripts/faults.sh [redis|postgres|sigterm|disconnect|instances|all]   (default: all)
+#   scripts/faults.sh [redis|postgres|sigterm|disconnect|instances|cluster|all]   (default: all)
 #
 #   redis     a mixed load (including banned victims) while Redis is killed,
 #             restarted empty, then flushed: no request of a banned user
@@ -25,6 +25,12 @@
 #             a writer reads every write back at
 #             once whichever instance answers (scripts/instances.py), the
 #             login limit counts across instances, every instance served.
+#   cluster   the server on a Redis Cluster of 3 primaries and 3 replicas
+#             (scripts/redis-cluster.sh) under a mixed load with bans and a
+#             read-your-writes writer, while a primary is killed (its replica
+#             takes over), 100 slots migrate between primaries, and every
+#             primary is flushed: no banned request accepted, no stale read,
+#             no 5xx but 503, and the server back on Redis at the end.
 #
 # Starts its own PostgreSQL and Redis (scripts/with-services.sh); the
 # postgres scenario stops and starts that PostgreSQL, so it is skipped when
@@ -230,14 +236,79 @@ scenario_instances() {
   kill "${servers[@]}" "$proxy_pid" "$redis_pid" 2>/dev/null || true
 }
 
+scenario_cluster() {
+  echo "cluster: 3 primaries + 3 replicas; a primary killed at +4 s, 100 slots migrated at +10 s, FLUSHALL on every primary at +16 s"
+  local env_lines; env_lines=$(scripts/redis-cluster.sh start) || { failed=$((failed + 1)); return; }
+  eval "$env_lines"
+  local cdir=$REDIS_CLUSTER_DIR ports; read -r -a ports <"$cdir/ports"
+  start_server cluster 1 REDIS_CLUSTER_URLS="$REDIS_CLUSTER_URLS" RUST_LOG=info
+  start_load cluster mixed 24 --mix cached-read=50,miss-and-write=20,refresh=10,login=5,revocation=15
+  python3 scripts/instances.py --url "$app" --seconds 20 --admin-email "$admin_email" \
+    --admin-password "$admin_password" >"$tmp/cluster-writer.json" 2>"$tmp/cluster-writer.log" &
+  local writer=$!
+  primary() { # the port of the live primary serving slot $1, as a live node sees it
+    local p; for p in "${ports[@]}"; do
+      redis-cli -p "$p" ping >/dev/null 2>&1 || continue
+      redis-cli -p "$p" cluster nodes | awk -v s="$1" '$3 ~ /master/ && $3 !~ /fail/ {
+        for (i = 9; i <= NF; i++) { n = split($i, r, "-"); if (n == 1) r[2] = r[1]
+          if (s + 0 >= r[1] + 0 && s + 0 <= r[2] + 0) { split($2, a, "[:@]"); print a[2]; exit } } }'
+      return
+    done; }
+  sleep 4
+  local victim; victim=$(primary 0)
+  kill -9 "$(cat "$cdir/$victim.pid")"
+  local t0=$SECONDS promoted=""
+  for _ in $(seq 1 150); do
+    promoted=$(primary 0)
+    [ -n "$promoted" ] && [ "$promoted" != "$victim" ] && break
+    promoted=""; sleep 0.1
+  done
+  local failover_s=$((SECONDS - t0))
+  sleep $((6 - failover_s > 0 ? 6 - failover_s : 0))
+  local from to from_id to_id
+  from=$(primary 16383); to=$(primary 8000)
+  from_id=$(redis-cli -p "$from" cluster myid); to_id=$(redis-cli -p "$to" cluster myid)
+  redis-cli --cluster reshard "127.0.0.1:$to" --cluster-from "$from_id" --cluster-to "$to_id" --cluster-slots 100 \
+    --cluster-yes >"$tmp/reshard.log" 2>&1 || echo "  reshard failed (see $tmp/reshard.log)"
+  local moved; moved=$(grep -c "^Moving slot" "$tmp/reshard.log" || true)
+  sleep 4
+  local p; for p in "${ports[@]}"; do redis-cli -p "$p" flushall >/dev/null 2>&1 || true; done
+  wait "$load_pid" || true
+  wait "$writer" || true
+  local requests failures accepted bans f503 f5xx before after out
+  requests=$(summary cluster "s['requests']"); failures=$(summary cluster "s['failures']")
+  accepted=$(summary cluster "s['revocation']['accepted_after_ban']"); bans=$(summary cluster "s['revocation']['bans']")
+  f503=$(sum_metric '^http_requests_total\\{.*status="503"'); f5xx=$(sum_metric '^http_requests_total\\{.*status="5')
+  out=$(cat "$tmp/cluster-writer.json")
+  before=$(sum_metric '^revocation_checks_total\\{.*source="redis"')
+  local token; token=$(curl -s -X POST "$app/auth/login" -H 'content-type: application/json' \
+    -d '{"email":"loadtest-user-1@tollgate-loadtest.example","password":"loadtest-password-1"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  for _ in 1 2 3 4 5 6 7 8 9 10; do curl -s -o /dev/null -H "authorization: Bearer $token" "$app/tasks"; sleep 0.3; done
+  after=$(sum_metric '^revocation_checks_total\\{.*source="redis"')
+  echo "  failover of :$victim to :${promoted:-?} in ~${failover_s} s; $moved slots moved :$from -> :$to"
+  echo "  requests $requests, failures $failures, 503s $f503, other 5xx $((f5xx - f503)), bans $bans, accepted after ban $accepted"
+  echo "  writer: $out"
+  local j; j() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$1'])" "$out"; }
+  check "no request of a banned user accepted ($bans bans)" test "$accepted" -eq 0 -a "$bans" -gt 0
+  check "a ban, a logout, a logout-all hold ($(j revoked_checked) requests)" test "$(j accepted_after_revocation)" -eq 0
+  check "every write read back at once ($(j writes) writes, $(j errors) refused)" test "$(j stale_reads)" -eq 0 -a "$(j writes)" -gt 0
+  check "no 5xx but 503" [ "$((f5xx - f503))" -eq 0 ]
+  check "the replica took over (:$victim -> :${promoted:-none}) and slots moved ($moved)" test -n "$promoted" -a "$moved" -gt 0
+  check "back on Redis after it all (redis-sourced checks $before -> $after)" [ "$after" -gt "$before" ]
+  kill "$server_pid" 2>/dev/null || true
+  scripts/redis-cluster.sh stop "$cdir"
+}
+
 case "$what" in
   redis) scenario_redis ;;
   postgres) scenario_postgres ;;
   sigterm) scenario_sigterm ;;
   disconnect) scenario_disconnect ;;
   instances) scenario_instances ;;
-  all) scenario_redis; scenario_postgres; scenario_sigterm; scenario_disconnect; scenario_instances ;;
-  *) sed -n '2,28p' "$0" >&2; exit 2 ;;
+  cluster) scenario_cluster ;;
+  all) scenario_redis; scenario_postgres; scenario_sigterm; scenario_disconnect; scenario_instances; scenario_cluster ;;
+  *) sed -n '2,34p' "$0" >&2; exit 2 ;;
 esac
 echo "faults: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -281,10 +281,27 @@ enum Backend {
 }
 
 /// The cluster client and its connection (redis-rs multiplexes over one
-/// connection per node and refreshes the slot map itself).
+/// connection per node and follows `MOVED`). After a command times out or
+/// loses its node the connection is dropped and the next call makes a new
+/// one from the seed nodes: with a primary killed, redis-rs 1.8 kept
+/// sending that primary's slots to it (every command timing out) long after
+/// its replica had taken over, and a fresh connection reads the new slot
+/// map at once. The breaker bounds how often that happens.
 struct ClusterLink {
     client: ClusterClient,
-    conn: tokio::sync::OnceCell<ClusterConnection>,
+    conn: std::sync::RwLock<Option<ClusterConnection>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl ClusterLink {
+    fn current(&self) -> Option<ClusterConnection> {
+        self.conn.read().ok().and_then(|c| c.clone())
+    }
+    fn reset(&self) {
+        if let Ok(mut c) = self.conn.write() {
+            *c = None;
+        }
+    }
 }
 
 /// The hot path's `MGET` on a cluster: the values, after the `run_id` of
@@ -297,6 +314,8 @@ return out
 
 /// Concurrent commands of one [`Kv::run_each`] on a cluster.
 const EACH_CONCURRENCY: usize = 64;
+/// Rounds of [`Kv::run_each`] on a cluster before it gives up.
+const EACH_ROUNDS: usize = 20;
 
 /// Cheap-to-clone Redis handle.
 #[derive(Clone)]
@@ -341,7 +360,11 @@ impl Kv {
             .min_retry_wait(10)
             .max_retry_wait(100)
             .build()?;
-        let link = Arc::new(ClusterLink { client, conn: tokio::sync::OnceCell::new() });
+        let link = Arc::new(ClusterLink {
+            client,
+            conn: std::sync::RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        });
         Ok(Self::with(Backend::Cluster(link), Keys::new(prefix, true), metrics))
     }
 
@@ -360,10 +383,15 @@ impl Kv {
         match &self.backend {
             Backend::Single(_) => self.run_origin(op, cmd).await.map(|(v, _)| v),
             Backend::Cluster(link) => {
-                let result = match self.cluster_conn(link).await {
-                    Ok(mut conn) => cmd.run_on(&mut conn).await.map_err(KvError::Redis),
-                    Err(e) => Err(e),
-                };
+                // Skipped (the breaker is open) is not a new failure: it
+                // neither counts nor keeps the breaker open.
+                let mut conn = self.cluster_conn(link).await?;
+                let result = cmd.run_on(&mut conn).await.map_err(|e| {
+                    if broken_link(&e) || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown) {
+                        link.reset();
+                    }
+                    KvError::Redis(e)
+                });
                 self.count(op, result)
             }
         }
@@ -375,7 +403,22 @@ impl Kv {
         if now_ms() < self.open_until.load(Ordering::Relaxed) {
             return Err(KvError::Skipped);
         }
-        link.conn.get_or_try_init(|| link.client.get_async_connection()).await.cloned().map_err(KvError::Redis)
+        if let Some(conn) = link.current() {
+            return Ok(conn);
+        }
+        let _one = link.connecting.lock().await;
+        if let Some(conn) = link.current() {
+            return Ok(conn);
+        }
+        match link.client.get_async_connection().await {
+            Ok(conn) => {
+                if let Ok(mut c) = link.conn.write() {
+                    *c = Some(conn.clone());
+                }
+                Ok(conn)
+            }
+            Err(e) => self.count("connect", Err(KvError::Redis(e))),
+        }
     }
 
     /// An `MGET` (built by the caller, keys of one slot) with the `run_id`
@@ -410,26 +453,46 @@ impl Kv {
 
     /// Runs every command, answers ignored; fails if any failed. On one
     /// Redis, one pipeline; on a cluster, where a pipeline may not span
-    /// slots, concurrent single commands.
+    /// slots, concurrent single commands, and the ones that failed are
+    /// sent again (up to [`EACH_ROUNDS`] rounds, after the breaker closes):
+    /// among thousands of commands across a failover or a busy moment,
+    /// a few time out, and starting the whole batch over would time out
+    /// again.
     pub async fn run_each(&self, op: &'static str, cmds: Vec<redis::Cmd>) -> Result<(), KvError> {
-        match &self.backend {
-            Backend::Single(_) => {
-                let mut pipe = redis::pipe();
-                for c in cmds {
-                    pipe.add_command(c).ignore();
-                }
-                self.run::<(), _>(op, &pipe).await
+        if let Backend::Single(_) = &self.backend {
+            let mut pipe = redis::pipe();
+            for c in cmds {
+                pipe.add_command(c).ignore();
             }
-            Backend::Cluster(_) => {
-                let mut results = stream::iter(cmds)
-                    .map(|c| async move { self.run::<Value, _>(op, &c).await.map(drop) })
-                    .buffer_unordered(EACH_CONCURRENCY);
-                while let Some(r) = results.next().await {
-                    r?;
+            return self.run::<(), _>(op, &pipe).await;
+        }
+        let mut left = cmds;
+        let mut last = Ok(());
+        for round in 0..EACH_ROUNDS {
+            if round > 0 {
+                let wait = self.open_until.load(Ordering::Relaxed).saturating_sub(now_ms()).max(50);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            let results: Vec<(redis::Cmd, Result<(), KvError>)> = stream::iter(left)
+                .map(|c| async move {
+                    let r = self.run::<Value, _>(op, &c).await.map(drop);
+                    (c, r)
+                })
+                .buffer_unordered(EACH_CONCURRENCY)
+                .collect()
+                .await;
+            left = Vec::new();
+            for (c, r) in results {
+                if let Err(e) = r {
+                    last = Err(e);
+                    left.push(c);
                 }
-                Ok(())
+            }
+            if left.is_empty() {
+                return Ok(());
             }
         }
+        last
     }
 
     /// `cmd` on every primary (the one Redis, or each primary of the
@@ -444,10 +507,8 @@ impl Kv {
             Backend::Cluster(link) => link,
         };
         let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-        let result = match self.cluster_conn(link).await {
-            Ok(mut conn) => conn.route_command(cmd.clone(), routing).await.map_err(KvError::Redis),
-            Err(e) => Err(e),
-        };
+        let mut conn = self.cluster_conn(link).await?;
+        let result = conn.route_command(cmd.clone(), routing).await.map_err(KvError::Redis);
         let parse = |v: Value| T::from_redis_value(v).map_err(|e| KvError::Redis(e.into()));
         match self.count(op, result)? {
             Value::Map(by_node) => by_node.into_iter().map(|(_, v)| parse(v)).collect(),
@@ -522,7 +583,7 @@ impl Kv {
                 crate::metrics::PoolState { connections: s.connections, idle: s.idle_connections }
             }
             Backend::Cluster(link) => {
-                let n = u32::from(link.conn.initialized());
+                let n = u32::from(link.current().is_some());
                 crate::metrics::PoolState { connections: n, idle: n }
             }
         }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod cache;
+mod cluster;
 mod contract;
 mod external;
 mod faults;
