@@ -27,6 +27,7 @@
 //! the user's not-before clock is its `iat`, a second on the provider's
 //! clock, and logout ends the token itself by its [`token_key`].
 
+use crate::auth::token::unix_now;
 use crate::config::{EXTERNAL_TOKEN_MAX_LIFETIME, OidcConfig, fetchable_url};
 use crate::db::Db;
 use crate::db::users::Role;
@@ -39,7 +40,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Fewest seconds between two fetches caused by unknown `kid`s, and how
@@ -181,10 +182,6 @@ pub fn issuer_of(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
     serde_json::from_slice::<Iss>(&bytes).ok()?.iss
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// The verifier of one provider's tokens.

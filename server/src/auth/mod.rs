@@ -117,7 +117,12 @@ pub async fn verify_bearer(st: &AppState, token: &str) -> Result<Arc<Principal>,
             st.tokens.remember(token, Arc::clone(&p));
             Ok(p)
         }
-        _ => st.tokens.verify_access(token).map_err(ApiError::invalid_token),
+        _ => {
+            // Not remembered (looked up above): verify, then remember.
+            let p = Arc::new(st.tokens.verify(token, TokenType::Access).map_err(ApiError::invalid_token)?);
+            st.tokens.remember(token, Arc::clone(&p));
+            Ok(p)
+        }
     }
 }
 

@@ -107,10 +107,6 @@ end
 return 0
 ";
 
-fn now_unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Rows read from PostgreSQL per batch of a rebuild.
 const REBUILD_BATCH: i64 = 1000;
 
@@ -242,7 +238,7 @@ impl Revocation {
     /// After an external token's logout was recorded in PostgreSQL: mirror
     /// it until the token expires (`exp`, Unix seconds).
     pub async fn external_token_revoked(&self, uid: i64, token_key: &str, exp: i64) {
-        let left_ms = (exp.saturating_mul(1000)).saturating_sub(now_unix_ms()).max(1);
+        let left_ms = exp.saturating_mul(1000).saturating_sub(crate::kv::now_ms() as i64).max(1);
         let cmd = redis::cmd("SET").arg(self.kv.keys.xrev(uid, token_key)).arg(1).arg("PX").arg(left_ms).to_owned();
         if self.kv.run::<(), _>("revocation_write", &cmd).await.is_err() {
             self.trust.fell_behind();

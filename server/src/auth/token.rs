@@ -94,7 +94,8 @@ pub fn new_jti() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-fn unix_now() -> i64 {
+/// Now, in Unix seconds (the clock of `iat`, `exp` and `nbf`).
+pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
