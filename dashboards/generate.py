@@ -89,6 +89,12 @@ DASHBOARDS = {
              "percentunit", "timeseries",
              [(f'sum({rate("revocation_checks_total", eq("source", "db"))}) / sum({rate("revocation_checks_total")})',
                "from PostgreSQL")]),
+            ("Redis rebuilds from PostgreSQL",
+             "Rebuilds of lost revocation state: restored (with the epochs restored: one per Redis, one per hash slot "
+             "on a cluster, only the lost ones), voided (a flush or failed write meanwhile), failed (retried).",
+             "short", "timeseries",
+             [(f'sum by (result) (increase(redis_rebuilds_total{{{SEL}}}[$__rate_interval]))', "{{result}}"),
+              (f'sum(increase(redis_rebuilt_slots_total{{{SEL}}}[$__rate_interval]))', "epochs restored")]),
             ("Identity-provider tokens by outcome",
              "External (OIDC) access tokens: allowed; revoked here (a ban, logout or logout-all the provider cannot "
              "apply to a token it issued); refused (signature, claims, unknown key); unavailable (no key, provider "

@@ -34,7 +34,7 @@
 
 use crate::auth::external::External;
 use crate::auth::password::Passwords;
-use crate::auth::revocation::Revocation;
+use crate::auth::revocation::{Revocation, Scope};
 use crate::auth::throttle::LoginThrottle;
 use crate::auth::token::{Role, Tokens};
 use crate::background::Background;
@@ -328,7 +328,7 @@ impl App {
         // Make Redis trustworthy before the first request if it is there;
         // if not, requests answer from PostgreSQL and rebuild later.
         if state.trust.check_config().await.trusted
-            && let Err(e) = state.revocation.rebuild().await
+            && let Err(e) = state.revocation.rebuild(Scope::All).await
         {
             tracing::warn!(error = %e, "Redis not ready at start; answering from PostgreSQL until it is");
         }

@@ -37,9 +37,11 @@
 //! The write committed, but the tag could not be changed: a page stored
 //! before could still match. That is a mirror write that failed, handled
 //! like a failed revocation write: `Trust::fell_behind` makes this process
-//! stop using Redis at once and voids the epoch as soon as Redis answers,
-//! so every instance rebuilds under a new epoch and every old tag is dead.
-//! (One owned repair loop does the retrying, not a task per write.)
+//! stop using the scope's epoch at once (one Redis's, or the scope's slot's
+//! on a cluster) and voids it before the write is answered (or, failing
+//! that, as soon as Redis answers), so every instance rebuilds it under a
+//! new id and every old tag under it is dead. (One owned repair loop does
+//! the retrying, not a task per write.)
 //! Every page key has its own TTL, `TASKS_CACHE_TTL_SECS`; old pages are
 //! not deleted by writers, they simply stop matching and expire.
 //!
@@ -206,6 +208,14 @@ impl PageCache {
         vec![self.tag_key(scope), self.page_key(scope, shape)]
     }
 
+    /// The epoch pair that vouches for the scope's keys (`Keys::pair_of`).
+    fn pair(&self, scope: Scope) -> usize {
+        match scope {
+            Scope::Tasks(uid) => self.kv.keys.pair_of(uid),
+            Scope::Posts => self.kv.keys.pair_of_tag("posts"),
+        }
+    }
+
     fn tag_key(&self, scope: Scope) -> String {
         match scope {
             Scope::Tasks(uid) => self.kv.keys.tgen(uid),
@@ -227,7 +237,7 @@ impl PageCache {
     /// revocation check does (`crate::trust`).
     pub async fn lookup_fresh(&self, scope: Scope, shape: &str) -> Lookup {
         let mut checked = Checked::default();
-        if matches!(self.store, Store::Redis) && self.trust.usable() {
+        if matches!(self.store, Store::Redis) && self.trust.usable(self.pair(scope)) {
             let epoch = match scope {
                 Scope::Tasks(uid) => self.kv.keys.epoch_for(uid),
                 Scope::Posts => self.kv.keys.epoch_for_tag("posts"),
@@ -361,8 +371,8 @@ impl PageCache {
                         .to_owned(),
                     None => redis::cmd("DEL").arg(key).to_owned(),
                 };
-                if self.kv.run::<(), _>("cache", &cmd).await.is_err() {
-                    self.trust.fell_behind();
+                if self.kv.run_always::<(), _>("cache", &cmd).await.is_err() {
+                    self.trust.fell_behind(self.pair(scope)).await;
                 }
             }
         }

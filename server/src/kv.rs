@@ -21,7 +21,9 @@
 //!   node returning the node's own `run_id` first ([`Kv::mget_origin`]). A
 //!   flushed, restarted or promoted primary thus voids exactly its slots'
 //!   epochs, and a migrated slot's epoch (written by its old node) is void on
-//!   its new node until rebuilt.
+//!   its new node until rebuilt. The rebuild reads every epoch first
+//!   ([`Kv::get_each_origin`]) and restores only the void slots and their
+//!   users, so the other slots keep their cached pages.
 //! - **Batches.** Pipelines may not span slots, so bulk writes (the rebuild)
 //!   go as concurrent single commands ([`Kv::run_each`]).
 //! - **Configuration.** The trust check reads every primary
@@ -201,17 +203,39 @@ impl Keys {
             Some(_) => Cow::Owned(self.slot_key(slot_of_tag(tag), "epoch")),
         }
     }
+    /// The index in [`Keys::epoch_pairs`] of the pair that vouches for
+    /// `uid`'s keys: 0 on one Redis, the slot of its hash tag on a cluster.
+    pub fn pair_of(&self, uid: i64) -> usize {
+        match &self.slots {
+            None => 0,
+            Some(_) => self.pair_of_tag(&["u:", itoa::Buffer::new().format(uid)].concat()),
+        }
+    }
+    /// The same for the keys of hash tag `tag` (e.g. `posts`).
+    pub fn pair_of_tag(&self, tag: &str) -> usize {
+        match &self.slots {
+            None => 0,
+            Some(_) => usize::from(slot_of_tag(tag)),
+        }
+    }
     /// `PREFIX:{sN}:what`, N the tag number of `slot`.
     fn slot_key(&self, slot: u16, what: &str) -> String {
         let n = self.slots.as_ref().map_or(0, |t| t[slot as usize]);
         format!("{}:{{s{n}}}:{what}", self.prefix)
+    }
+    /// Pair `i` of [`Keys::epoch_pairs`] (see [`Keys::pair_of`]).
+    pub fn epoch_pair(&self, i: usize) -> (String, String) {
+        match &self.slots {
+            None => (self.rebuild(), self.epoch.clone()),
+            Some(_) => (self.slot_key(i as u16, "rebuild"), self.slot_key(i as u16, "epoch")),
+        }
     }
     /// Every (rebuild marker, epoch) pair: one on a single Redis, one per
     /// slot on a cluster.
     pub fn epoch_pairs(&self) -> Vec<(String, String)> {
         match &self.slots {
             None => vec![(self.rebuild(), self.epoch.clone())],
-            Some(_) => (0..SLOTS).map(|s| (self.slot_key(s, "rebuild"), self.slot_key(s, "epoch"))).collect(),
+            Some(_) => (0..usize::from(SLOTS)).map(|i| self.epoch_pair(i)).collect(),
         }
     }
     /// Marker of a rebuild in progress (a flush during it voids it).
@@ -312,9 +336,9 @@ for i = 1, #KEYS do out[i + 1] = redis.call('GET', KEYS[i]) end
 return out
 ";
 
-/// Concurrent commands of one [`Kv::run_each`] on a cluster.
+/// Concurrent commands of one [`Kv::each_retried`].
 const EACH_CONCURRENCY: usize = 64;
-/// Rounds of [`Kv::run_each`] on a cluster before it gives up.
+/// Rounds of [`Kv::each_retried`] before it gives up.
 const EACH_ROUNDS: usize = 20;
 
 /// Cheap-to-clone Redis handle.
@@ -381,12 +405,45 @@ impl Kv {
         T: FromRedisValue + Send,
         C: Runnable + ?Sized,
     {
+        self.run_guarded(op, cmd, true).await
+    }
+
+    /// [`Kv::run`] even while the breaker is open, and sent again on
+    /// another connection when the one it went on turns out dead: for the
+    /// mirror of a committed write (idempotent), which must land in Redis or
+    /// void the epoch of its key before the write is answered (see
+    /// `trust`). The breaker spares reads a timeout each while Redis is
+    /// away; a write skipped for it would leave other instances, which may
+    /// reach Redis fine (another cluster node failed, or only this
+    /// process's link did), trusting what the write changed. After a blip,
+    /// every pooled connection is dead but only known to be once used.
+    pub async fn run_always<T, C>(&self, op: &'static str, cmd: &C) -> Result<T, KvError>
+    where
+        T: FromRedisValue + Send,
+        C: Runnable + ?Sized,
+    {
+        let dead = |r: &Result<T, KvError>| matches!(r, Err(KvError::Redis(e)) if e.is_io_error() || e.is_connection_dropped());
+        let mut result = self.run_guarded(op, cmd, false).await;
+        for _ in 0..self.state().connections.max(1) {
+            if !dead(&result) {
+                break;
+            }
+            result = self.run_guarded(op, cmd, false).await;
+        }
+        result
+    }
+
+    async fn run_guarded<T, C>(&self, op: &'static str, cmd: &C, guarded: bool) -> Result<T, KvError>
+    where
+        T: FromRedisValue + Send,
+        C: Runnable + ?Sized,
+    {
         match &self.backend {
-            Backend::Single(_) => self.run_origin(op, cmd).await.map(|(v, _)| v),
+            Backend::Single(_) => self.run_origin(op, cmd, guarded).await.map(|(v, _)| v),
             Backend::Cluster(link) => {
                 // Skipped (the breaker is open) is not a new failure: it
                 // neither counts nor keeps the breaker open.
-                let mut conn = self.cluster_conn(link).await?;
+                let mut conn = self.cluster_conn(link, guarded).await?;
                 let result = cmd.run_on(&mut conn).await.map_err(|e| {
                     if broken_link(&e) || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ClusterDown) {
                         link.reset();
@@ -400,8 +457,8 @@ impl Kv {
 
     /// The cluster connection, made on first use (and retried after a
     /// failed first connect).
-    async fn cluster_conn(&self, link: &ClusterLink) -> Result<ClusterConnection, KvError> {
-        if now_ms() < self.open_until.load(Ordering::Relaxed) {
+    async fn cluster_conn(&self, link: &ClusterLink, guarded: bool) -> Result<ClusterConnection, KvError> {
+        if guarded && now_ms() < self.open_until.load(Ordering::Relaxed) {
             return Err(KvError::Skipped);
         }
         if let Some(conn) = link.current() {
@@ -433,7 +490,7 @@ impl Kv {
         mget: &redis::Cmd,
     ) -> Result<(Vec<Option<Vec<u8>>>, Arc<str>), KvError> {
         match &self.backend {
-            Backend::Single(_) => self.run_origin(op, mget).await,
+            Backend::Single(_) => self.run_origin(op, mget, true).await,
             Backend::Cluster(_) => {
                 let mut call = self.origin_mget.prepare_invoke();
                 for arg in mget.args_iter().skip(1) {
@@ -454,12 +511,12 @@ impl Kv {
 
     /// Runs every command, answers ignored; fails if any failed. On one
     /// Redis, one pipeline; on a cluster, where a pipeline may not span
-    /// slots, concurrent single commands, and the ones that failed are
-    /// sent again (up to [`EACH_ROUNDS`] rounds, after the breaker closes):
-    /// among thousands of commands across a failover or a busy moment,
-    /// a few time out, and starting the whole batch over would time out
-    /// again.
+    /// slots, concurrent single commands retried as [`Kv::each_retried`]
+    /// says.
     pub async fn run_each(&self, op: &'static str, cmds: Vec<redis::Cmd>) -> Result<(), KvError> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
         if let Backend::Single(_) = &self.backend {
             let mut pipe = redis::pipe();
             for c in cmds {
@@ -467,33 +524,66 @@ impl Kv {
             }
             return self.run::<(), _>(op, &pipe).await;
         }
-        let mut left = cmds;
-        let mut last = Ok(());
+        self.each_retried(cmds.len(), |i| self.run::<Value, _>(op, &cmds[i])).await.map(drop)
+    }
+
+    /// The value of each key (each an epoch, see `trust`) with the
+    /// `run_id` of the Redis process that holds it, retried as
+    /// `Kv::each_retried` says: a rebuild's survey of which slots were
+    /// lost must not take a slot it could not read for a lost one.
+    pub async fn get_each_origin(
+        &self,
+        op: &'static str,
+        keys: &[String],
+    ) -> Result<Vec<(Option<Vec<u8>>, Arc<str>)>, KvError> {
+        self.each_retried(keys.len(), |i| async move {
+            let (mut values, origin) = self.mget_origin(op, redis::cmd("MGET").arg(&keys[i])).await?;
+            Ok((values.pop().flatten(), origin))
+        })
+        .await
+    }
+
+    /// `call(i)` for every i below `n`, [`EACH_CONCURRENCY`] at a time;
+    /// the calls that failed are made again after the breaker closes, up
+    /// to [`EACH_ROUNDS`] rounds: among thousands of commands across a
+    /// failover or a busy moment a few time out, and starting the whole
+    /// batch over would time out again. Answers in order of i.
+    async fn each_retried<T, F, Fut>(&self, n: usize, call: F) -> Result<Vec<T>, KvError>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<T, KvError>>,
+    {
+        let mut answers: Vec<Option<T>> = std::iter::repeat_with(|| None).take(n).collect();
+        let mut left: Vec<usize> = (0..n).collect();
+        let mut last = KvError::Skipped;
         for round in 0..EACH_ROUNDS {
             if round > 0 {
                 let wait = self.open_until.load(Ordering::Relaxed).saturating_sub(now_ms()).max(50);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
-            let results: Vec<(redis::Cmd, Result<(), KvError>)> = stream::iter(left)
-                .map(|c| async move {
-                    let r = self.run::<Value, _>(op, &c).await.map(drop);
-                    (c, r)
+            let results: Vec<(usize, Result<T, KvError>)> = stream::iter(left)
+                .map(|i| {
+                    let answer = call(i);
+                    async move { (i, answer.await) }
                 })
                 .buffer_unordered(EACH_CONCURRENCY)
                 .collect()
                 .await;
             left = Vec::new();
-            for (c, r) in results {
-                if let Err(e) = r {
-                    last = Err(e);
-                    left.push(c);
+            for (i, r) in results {
+                match r {
+                    Ok(v) => answers[i] = Some(v),
+                    Err(e) => {
+                        last = e;
+                        left.push(i);
+                    }
                 }
             }
             if left.is_empty() {
-                return Ok(());
+                return Ok(answers.into_iter().flatten().collect());
             }
         }
-        last
+        Err(last)
     }
 
     /// `cmd` on every primary (the one Redis, or each primary of the
@@ -508,7 +598,7 @@ impl Kv {
             Backend::Cluster(link) => link,
         };
         let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-        let mut conn = self.cluster_conn(link).await?;
+        let mut conn = self.cluster_conn(link, true).await?;
         let result = conn.route_command(cmd.clone(), routing).await.map_err(KvError::Redis);
         let parse = |v: Value| T::from_redis_value(v).map_err(|e| KvError::Redis(e.into()));
         match self.count(op, result)? {
@@ -519,7 +609,7 @@ impl Kv {
 
     /// [`Kv::run`] on one Redis, also returning the `run_id` of the Redis
     /// process that answered (see [`RedisConn`]).
-    async fn run_origin<T, C>(&self, op: &'static str, cmd: &C) -> Result<(T, Arc<str>), KvError>
+    async fn run_origin<T, C>(&self, op: &'static str, cmd: &C, guarded: bool) -> Result<(T, Arc<str>), KvError>
     where
         T: FromRedisValue + Send,
         C: Runnable + ?Sized,
@@ -527,7 +617,7 @@ impl Kv {
         let Backend::Single(pool) = &self.backend else {
             return Err(KvError::Skipped);
         };
-        if now_ms() < self.open_until.load(Ordering::Relaxed) {
+        if guarded && now_ms() < self.open_until.load(Ordering::Relaxed) {
             return Err(KvError::Skipped);
         }
         let attempt = async {

@@ -63,6 +63,8 @@ pub struct Metrics {
     revocation: [[IntCounter; 2]; 3],
     jwks_fetches: IntCounterVec,
     external_tokens: IntCounterVec,
+    rebuilds: IntCounterVec,
+    rebuilt_slots: IntCounter,
 }
 
 /// What became of an external identity provider's token
@@ -150,6 +152,17 @@ impl Metrics {
             ),
             &["result"],
         ));
+        let rebuilds = must(IntCounterVec::new(
+            Opts::new(
+                "redis_rebuilds_total",
+                "Rebuilds of Redis's revocation state from PostgreSQL that found something lost, by result.",
+            ),
+            &["result"],
+        ));
+        let rebuilt_slots = must(IntCounter::new(
+            "redis_rebuilt_slots_total",
+            "Epochs restored by rebuilds: one per Redis, one per hash slot on a cluster.",
+        ));
         let auth_events = must(IntCounterVec::new(
             Opts::new("auth_events_total", "Authentication events by kind and outcome."),
             &["event", "outcome"],
@@ -178,6 +191,8 @@ impl Metrics {
             Box::new(password_hash.clone()),
             Box::new(jwks_fetches.clone()),
             Box::new(external_tokens.clone()),
+            Box::new(rebuilds.clone()),
+            Box::new(rebuilt_slots.clone()),
         ] {
             must(registry.register(c));
         }
@@ -209,6 +224,9 @@ impl Metrics {
         for result in ["allowed", "revoked", "refused", "unavailable"] {
             external_tokens.with_label_values(&[result]);
         }
+        for result in ["restored", "voided", "failed"] {
+            rebuilds.with_label_values(&[result]);
+        }
         Self {
             tasks_cache_hit: cache.with_label_values(&["tasks", "hit"]),
             tasks_cache_miss: cache.with_label_values(&["tasks", "miss"]),
@@ -225,6 +243,8 @@ impl Metrics {
             revocation: revocation_handles,
             jwks_fetches,
             external_tokens,
+            rebuilds,
+            rebuilt_slots,
         }
     }
 
@@ -273,6 +293,13 @@ impl Metrics {
             ExternalOutcome::Unavailable => "unavailable",
         };
         self.external_tokens.with_label_values(&[label]).inc();
+    }
+
+    /// Counts a rebuild that found something lost (`result` = restored,
+    /// voided or failed) and the epochs it restored.
+    pub fn redis_rebuild(&self, result: &'static str, restored: usize) {
+        self.rebuilds.with_label_values(&[result]).inc();
+        self.rebuilt_slots.inc_by(restored as u64);
     }
 
     /// Counts a look-up of a cache other than the hot tasks one.

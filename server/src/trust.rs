@@ -27,16 +27,22 @@
 //!    and every [`CHECK_INTERVAL`] (it can be changed at run time).
 //! 3. **A write to it failed.** A revocation or cache invalidation committed
 //!    in PostgreSQL that could not be mirrored: this process stops trusting
-//!    Redis at once ([`Trust::fell_behind`]) and an owned loop deletes both
-//!    `epoch` and the rebuild marker as soon as Redis answers, so every
-//!    instance distrusts it and no rebuild that read PostgreSQL before the
-//!    commit can finish.
+//!    the epoch that vouches for the key at once ([`Trust::fell_behind`]),
+//!    and deletes both that `epoch` and its rebuild marker before the write
+//!    is answered (or, if Redis does not take that either, an owned loop
+//!    does as soon as it does), so every instance distrusts it and no
+//!    rebuild that read PostgreSQL before the commit can finish. The
+//!    mirror write and the delete go past the breaker (`Kv::run_always`):
+//!    other instances may reach Redis when this one cannot. On one Redis that
+//!    is all of Redis; on a cluster, the one slot of the key (a user's keys
+//!    all share a slot), and the rebuild restores that slot alone.
 //!
 //! Persistence (`save`, `appendonly`) is reported as a warning only: with the
 //! epoch bound to the `run_id`, a restart that loads a snapshot is detected
 //! like a restart that loads nothing.
 
 use crate::kv::{Kv, info_field};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,8 +165,13 @@ pub fn judge(memory: &str, persistence: &str, save: Option<&str>) -> Verdict {
 /// Trust in Redis, shared by the revocation check and the task cache.
 pub struct Trust {
     kv: Kv,
-    /// A committed write is not in Redis yet (point 3 of the module doc).
+    /// Some committed write is not in Redis yet (point 3 of the module
+    /// doc): read on every request, so the set below is looked at only
+    /// when this is set.
     behind: AtomicBool,
+    /// The epochs (indexes into `Keys::epoch_pairs`) such writes fell
+    /// behind under, until the repair has voided them.
+    behind_pairs: Mutex<BTreeSet<usize>>,
     /// The configuration verdict allows trust (point 2).
     config_ok: AtomicBool,
     verdict: Mutex<Verdict>,
@@ -173,16 +184,20 @@ impl Trust {
         Arc::new(Self {
             kv,
             behind: AtomicBool::new(false),
+            behind_pairs: Mutex::new(BTreeSet::new()),
             config_ok: AtomicBool::new(false),
             verdict: Mutex::new(Verdict::default()),
             repair: Notify::new(),
         })
     }
 
-    /// Whether Redis may answer revocation checks and cache look-ups now
-    /// (an epoch from the answering process is still required).
-    pub fn usable(&self) -> bool {
-        self.config_ok.load(Ordering::Acquire) && !self.behind.load(Ordering::Acquire)
+    /// Whether Redis may answer revocation checks and cache look-ups for
+    /// the keys that epoch `pair` (`Keys::pair_of`) vouches for now (an
+    /// epoch from the answering process is still required).
+    pub fn usable(&self, pair: usize) -> bool {
+        self.config_ok.load(Ordering::Acquire)
+            && (!self.behind.load(Ordering::Acquire)
+                || self.behind_pairs.lock().map(|b| !b.contains(&pair)).unwrap_or(false))
     }
 
     /// The last configuration verdict, for `/readyz`.
@@ -190,11 +205,39 @@ impl Trust {
         self.verdict.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    /// A write committed in PostgreSQL could not be mirrored to Redis.
-    pub fn fell_behind(&self) {
-        if !self.behind.swap(true, Ordering::AcqRel) {
-            tracing::warn!("a write could not be mirrored to Redis; answering from PostgreSQL until Redis is reset");
+    /// A write committed in PostgreSQL could not be mirrored to a key
+    /// that epoch `pair` (`Keys::pair_of`) vouches for. This process stops
+    /// trusting that epoch at once, and the epoch and its rebuild marker
+    /// are deleted now, past the breaker, so that the other instances stop
+    /// trusting it too before the write is answered. When Redis does not
+    /// take that either, the repair loop retries until it does.
+    pub async fn fell_behind(&self, pair: usize) {
+        let behind = |now: bool| {
+            if let Ok(mut b) = self.behind_pairs.lock() {
+                if now {
+                    b.insert(pair)
+                } else {
+                    b.remove(&pair)
+                };
+            }
+        };
+        behind(true);
+        self.behind.store(true, Ordering::Release);
+        let (mark, epoch) = self.kv.keys.epoch_pair(pair);
+        let void = redis::cmd("DEL").arg(epoch).arg(mark).to_owned();
+        if self.kv.run_always::<(), _>("epoch_reset", &void).await.is_ok() {
+            // Every instance now finds the epoch void and rebuilds it.
+            behind(false);
+            tracing::info!(pair, "a write could not be mirrored to Redis; its epoch is voided");
+        } else {
+            // Another failure of the same epoch may have cleared it above.
+            behind(true);
+            tracing::warn!(
+                pair,
+                "a write could not be mirrored to Redis, nor its epoch voided; answering its keys from PostgreSQL until it is"
+            );
         }
+        // Clears the flag once nothing is behind, or keeps voiding.
         self.repair.notify_one();
     }
 
@@ -254,9 +297,10 @@ impl Trust {
         }
     }
 
-    /// Voids `epoch` and any rebuild in flight after [`Trust::fell_behind`],
-    /// retrying until Redis answers; then trusts Redis again (every instance,
-    /// this one included, rebuilds before using it).
+    /// Voids each epoch and rebuild in flight [`Trust::fell_behind`] could
+    /// not void itself, retrying until Redis answers; then trusts those keys
+    /// again (every instance, this one included, rebuilds them before using
+    /// them).
     pub async fn repair_loop(self: Arc<Self>, cancel: CancellationToken) {
         // Every (rebuild marker, epoch) pair: one, or one per cluster slot.
         let pairs = self.kv.keys.epoch_pairs();
@@ -266,11 +310,23 @@ impl Trust {
                 () = self.repair.notified() => {}
             }
             while self.behind.load(Ordering::Acquire) {
-                let del = pairs.iter().map(|(mark, epoch)| redis::cmd("DEL").arg(epoch).arg(mark).to_owned());
+                let voiding: Vec<usize> =
+                    self.behind_pairs.lock().map(|b| b.iter().copied().collect()).unwrap_or_default();
+                let del = voiding.iter().map(|&i| redis::cmd("DEL").arg(&pairs[i].1).arg(&pairs[i].0).to_owned());
                 if self.kv.run_each("epoch_reset", del.collect()).await.is_ok() {
-                    self.behind.store(false, Ordering::Release);
-                    tracing::info!("Redis epoch voided; instances rebuild from PostgreSQL");
-                    break;
+                    // Pairs that fell behind during the DEL stay behind
+                    // for the next round.
+                    if let Ok(mut b) = self.behind_pairs.lock() {
+                        for i in &voiding {
+                            b.remove(i);
+                        }
+                        self.behind.store(!b.is_empty(), Ordering::Release);
+                    }
+                    tracing::info!(
+                        epochs = voiding.len(),
+                        "Redis epochs voided; instances rebuild them from PostgreSQL"
+                    );
+                    continue;
                 }
                 tokio::select! {
                     () = cancel.cancelled() => return,

@@ -48,7 +48,9 @@
 //!   recent not-befores and unexpired revoked sessions are copied from
 //!   PostgreSQL in batches, then `epoch` is set to a new id bound to the
 //!   process, unless a flush or a failed write voided the rebuild marker
-//!   meanwhile (checked and set in one Lua call).
+//!   meanwhile (checked and set in one Lua call). On a cluster each slot
+//!   has its epoch, and a rebuild restores only the slots whose epoch it
+//!   finds void, and only their users' entries ([`Scope::Lost`]).
 //!
 //! Access tokens never outlive their session (`token::Tokens::issue` caps
 //! `exp` at the session's expiry), so a rebuild may skip expired sessions.
@@ -109,6 +111,29 @@ return 0
 
 /// Rows read from PostgreSQL per batch of a rebuild.
 const REBUILD_BATCH: i64 = 1000;
+
+/// Which epochs a rebuild restores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every one. At start-up: a predecessor may have died between a
+    /// commit in PostgreSQL and its mirror in Redis.
+    All,
+    /// Those missing, naming another Redis process, or left by a rebuild
+    /// that never finished: what a check found void.
+    Lost,
+}
+
+/// What a rebuild did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rebuilt {
+    /// Restored this many epochs (one per Redis, or per cluster slot);
+    /// 0 when none was void.
+    Restored(usize),
+    /// A slot was flushed, or a write fell behind, meanwhile: it stays
+    /// void, and the next check that finds it so starts another rebuild.
+    /// The others (this many) were restored.
+    Voided(usize),
+}
 
 /// What a passed check learned besides "not revoked".
 #[derive(Debug, Default)]
@@ -180,7 +205,7 @@ impl Revocation {
     /// of the request wants in the same round trip (the task cache's tag and
     /// page); their values come back only when Redis was trusted.
     pub async fn check(self: &Arc<Self>, p: &Principal, extra: &[String]) -> Result<Checked, ApiError> {
-        if self.trust.usable() {
+        if self.trust.usable(self.kv.keys.pair_of(p.user_id)) {
             let k = &self.kv.keys;
             let mut mget = redis::cmd("MGET");
             mget.arg(k.epoch_for(p.user_id).as_ref()).arg(k.nbf(p.user_id));
@@ -240,8 +265,8 @@ impl Revocation {
     pub async fn external_token_revoked(&self, uid: i64, token_key: &str, exp: i64) {
         let left_ms = exp.saturating_mul(1000).saturating_sub(crate::kv::now_ms() as i64).max(1);
         let cmd = redis::cmd("SET").arg(self.kv.keys.xrev(uid, token_key)).arg(1).arg("PX").arg(left_ms).to_owned();
-        if self.kv.run::<(), _>("revocation_write", &cmd).await.is_err() {
-            self.trust.fell_behind();
+        if self.kv.run_always::<(), _>("revocation_write", &cmd).await.is_err() {
+            self.trust.fell_behind(self.kv.keys.pair_of(uid)).await;
         }
     }
 
@@ -253,8 +278,8 @@ impl Revocation {
             .arg("PX")
             .arg(self.entry_ttl.as_millis() as u64)
             .to_owned();
-        if self.kv.run::<(), _>("revocation_write", &cmd).await.is_err() {
-            self.trust.fell_behind();
+        if self.kv.run_always::<(), _>("revocation_write", &cmd).await.is_err() {
+            self.trust.fell_behind(self.kv.keys.pair_of(uid)).await;
         }
     }
 
@@ -263,22 +288,26 @@ impl Revocation {
         let key = self.kv.keys.nbf(uid);
         let mut inv = self.newest_wins.key(key);
         inv.arg(min_session_id).arg(if active { "a" } else { "b" }).arg(self.entry_ttl.as_millis() as u64);
-        if self.kv.run::<i64, _>("revocation_write", &inv).await.is_err() {
-            self.trust.fell_behind();
+        if self.kv.run_always::<i64, _>("revocation_write", &inv).await.is_err() {
+            self.trust.fell_behind(self.kv.keys.pair_of(uid)).await;
         }
     }
 
-    /// Starts a rebuild unless one is running in this process. The rebuild
-    /// is a job: it runs to its end (or fails) even during shutdown.
+    /// Starts a rebuild of what Redis lost unless one is running in this
+    /// process. The rebuild is a job: it runs to its end (or fails) even
+    /// during shutdown.
     pub fn start_rebuild(self: &Arc<Self>) {
         if self.background.is_stopping() || self.rebuilding.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = Arc::clone(self);
         drop(self.background.job(async move {
-            match this.rebuild().await {
-                Ok(true) => tracing::info!("revocation state rebuilt in Redis from PostgreSQL"),
-                Ok(false) => {
+            match this.rebuild(Scope::Lost).await {
+                Ok(Rebuilt::Restored(0)) => {}
+                Ok(Rebuilt::Restored(n)) => {
+                    tracing::info!(epochs = n, "revocation state rebuilt in Redis from PostgreSQL")
+                }
+                Ok(Rebuilt::Voided(_)) => {
                     tracing::warn!("Redis was flushed or fell behind during the rebuild; will rebuild again")
                 }
                 Err(e) => {
@@ -291,16 +320,45 @@ impl Revocation {
 
     /// Copies every revocation that can still matter from PostgreSQL into
     /// Redis, in batches, then marks Redis complete under a new epoch bound
-    /// to the Redis process (on a cluster, every slot's epoch to its node's
-    /// process). Returns whether it did; a slot flushed or failed meanwhile
-    /// makes it false, and the next check starts another.
-    pub async fn rebuild(&self) -> anyhow::Result<bool> {
+    /// to the Redis process (on a cluster, each slot's epoch to its node's
+    /// process). With [`Scope::Lost`], only the epochs found void and the
+    /// users they vouch for: on a cluster, the slots of the primary that
+    /// was flushed, restarted or promoted, or that migrated; every other
+    /// slot keeps its epoch, so its users' cached pages stay valid.
+    pub async fn rebuild(&self, scope: Scope) -> anyhow::Result<Rebuilt> {
+        let result = self.restore(scope).await;
+        match &result {
+            Ok(Rebuilt::Restored(0)) => {}
+            Ok(Rebuilt::Restored(n)) => self.metrics.redis_rebuild("restored", *n),
+            Ok(Rebuilt::Voided(n)) => self.metrics.redis_rebuild("voided", *n),
+            Err(_) => self.metrics.redis_rebuild("failed", 0),
+        }
+        result
+    }
+
+    async fn restore(&self, scope: Scope) -> anyhow::Result<Rebuilt> {
         let k = &self.kv.keys;
+        let all = k.epoch_pairs();
+        let lost: Vec<bool> = match scope {
+            Scope::All => vec![true; all.len()],
+            Scope::Lost => {
+                let epochs: Vec<String> = all.iter().map(|(_, epoch)| epoch.clone()).collect();
+                let found = self.kv.get_each_origin("rebuild", &epochs).await?;
+                found
+                    .iter()
+                    .map(|(value, origin)| value.as_deref().and_then(|v| parse_epoch(v, origin)).is_none())
+                    .collect()
+            }
+        };
+        let pairs: Vec<(String, String)> = all.into_iter().zip(&lost).filter(|(_, l)| **l).map(|(p, _)| p).collect();
+        if pairs.is_empty() {
+            return Ok(Rebuilt::Restored(0));
+        }
         let id = EpochId::random();
-        let pairs = k.epoch_pairs();
         let marks =
             pairs.iter().map(|(mark, _)| redis::cmd("SET").arg(mark).arg(id.hex()).arg("PX").arg(120_000).to_owned());
         self.kv.run_each("rebuild", marks.collect()).await?;
+        let covered = |uid: i64| lost[k.pair_of(uid)];
         let ttl = self.entry_ttl.as_millis() as u64;
         // EVAL with the script's text: a batch may reach nodes that never
         // loaded it, and a rebuild is rare.
@@ -319,7 +377,10 @@ impl Revocation {
             let users = self.db.rebuild_users(self.entry_ttl, after, REBUILD_BATCH).await?;
             let Some(last) = users.last() else { break };
             after = last.id;
-            let cmds = users.iter().map(|u| newest_wins(k.nbf(u.id), u.min_session_id, u.status.is_active()));
+            let cmds = users
+                .iter()
+                .filter(|u| covered(u.id))
+                .map(|u| newest_wins(k.nbf(u.id), u.min_session_id, u.status.is_active()));
             self.kv.run_each("rebuild", cmds.collect()).await?;
         }
         let mut after = 0;
@@ -327,7 +388,7 @@ impl Revocation {
             let sessions = self.db.rebuild_sessions(after, REBUILD_BATCH).await?;
             let Some(last) = sessions.last() else { break };
             after = last.id;
-            let cmds = sessions.iter().map(|s| {
+            let cmds = sessions.iter().filter(|s| covered(s.user_id)).map(|s| {
                 redis::cmd("SET").arg(k.sess(s.user_id, s.id)).arg(1).arg("PX").arg(s.left_ms.max(1)).to_owned()
             });
             self.kv.run_each("rebuild", cmds.collect()).await?;
@@ -337,7 +398,7 @@ impl Revocation {
             let tokens = self.db.rebuild_external_revocations(after, REBUILD_BATCH).await?;
             let Some(last) = tokens.last() else { break };
             after = last.id;
-            let cmds = tokens.iter().map(|t| {
+            let cmds = tokens.iter().filter(|t| covered(t.user_id)).map(|t| {
                 redis::cmd("SET").arg(k.xrev(t.user_id, &t.token_key)).arg(1).arg("PX").arg(t.left_ms.max(1)).to_owned()
             });
             self.kv.run_each("rebuild", cmds.collect()).await?;
@@ -351,11 +412,11 @@ impl Revocation {
             .buffer_unordered(64)
             .collect::<Vec<_>>()
             .await;
-        let mut done = true;
+        let (mut restored, mut voided) = (0, 0);
         for f in finished {
-            done &= f? == 1;
+            if f? == 1 { restored += 1 } else { voided += 1 }
         }
-        Ok(done)
+        Ok(if voided == 0 { Rebuilt::Restored(restored) } else { Rebuilt::Voided(restored) })
     }
 }
 

@@ -424,3 +424,32 @@ async fn register_refuses_what_is_not_an_email_address() {
         assert_eq!(field_error(app.register(bad, PASSWORD).await).await, "email", "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_ban_answered_while_its_instance_skips_redis_is_refused_by_the_other_instances_at_once() {
+    // Two instances of one deployment: `a` reaches Redis through a proxy,
+    // `b` directly. A blip on `a`'s link opens its breaker (reads skip Redis
+    // for a moment); a ban `a` answers meanwhile must still reach Redis, or
+    // `b`, whose Redis is fine, would accept the banned user from it.
+    let a = spawn_with(Options::default().redis(RedisChoice::Proxied)).await;
+    let b =
+        spawn_with(Options::default().database(&a.db_url).env("REDIS_KEY_PREFIX", &a.config["REDIS_KEY_PREFIX"])).await;
+    let admin = a.admin().await;
+    let victim = a.new_user().await;
+    let from_redis = r#"revocation_checks_total{result="allowed",source="redis"}"#;
+    let served = eventually(Duration::from_secs(10), || async {
+        b.get("/me", &victim.access).await.status() == 200 && b.metric(from_redis).await > 0.0
+    })
+    .await;
+    assert!(served, "b answers the victim from Redis");
+    let proxy = a.redis_proxy.as_ref().expect("proxy");
+    proxy.cut();
+    assert_eq!(a.get("/me", &victim.access).await.status(), 200, "answered from PostgreSQL; a's breaker opens");
+    proxy.restore();
+    assert_eq!(a.set_status(&admin, victim.id, "banned").await.status(), 200);
+    let refused = r#"revocation_checks_total{result="revoked",source="redis"}"#;
+    let before = b.metric(refused).await;
+    assert_eq!(b.get("/me", &victim.access).await.status(), 401, "b refuses the ban a answered");
+    assert_eq!(b.metric(refused).await, before + 1.0, "b still trusts Redis: the ban reached it");
+    stays_refused(&b, &victim.access, Duration::from_millis(600)).await;
+}
