@@ -25,8 +25,9 @@
 #             a writer reads every write back at
 #             once whichever instance answers (scripts/instances.py), the
 #             login limit counts across instances, every instance served.
-#   cluster   the server on a Redis Cluster of 3 primaries and 3 replicas
-#             (scripts/redis-cluster.sh) under a mixed load with bans and a
+#   cluster   three servers behind HAProxy on a Redis Cluster of 3 primaries
+#             and 3 replicas (scripts/redis-cluster.sh) under a mixed load
+#             with bans and a
 #             read-your-writes writer, while a primary is killed (its replica
 #             takes over), 100 slots migrate between primaries, and every
 #             primary is flushed: no banned request accepted, no stale read,
@@ -35,6 +36,7 @@
 # Starts its own PostgreSQL and Redis (scripts/with-services.sh); the
 # postgres scenario stops and starts that PostgreSQL, so it is skipped when
 # DATABASE_URL points at a server this script did not start.
+# KEEP_LOGS=1 keeps the servers' and the load's logs of a passing run too.
 # PROFILE=debug uses debug builds (what scripts/test.sh does: they are built
 # already); the default is release.
 set -euo pipefail
@@ -79,6 +81,33 @@ sum_metric() { # regex over series lines of /metrics
 }
 summary() { # name python-expression over the scenario summary `s`
   python3 -c "import json,sys; s=json.load(open('$tmp/$1/summary.json'))['scenarios'][-1]; print($2)"
+}
+start_instances() { # name redis_port [VAR=value ...]: three servers behind HAProxy
+  # Sets servers, apps (each instance), proxy_pid, and app (the proxy).
+  # REDIS_KEY_PREFIX empty: the default, derived from the database, so the
+  # instances share their keys as a deployment's would.
+  command -v haproxy >/dev/null || scripts/services.sh apt haproxy
+  local name=$1 rport=$2 i; shift 2
+  servers=(); apps=()
+  for i in 1 2 3; do
+    start_server "$name$i" "$rport" REDIS_KEY_PREFIX= "$@"
+    servers+=("$server_pid"); apps+=("$app")
+  done
+  local pport; pport=$(free_port)
+  { printf 'defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n'
+    printf 'frontend tollgate\n  bind 127.0.0.1:%s\n  default_backend instances\n' "$pport"
+    printf 'backend instances\n  balance roundrobin\n'
+    for i in 1 2 3; do printf '  server i%s %s\n' "$i" "${apps[$((i - 1))]#http://}"; done
+  } >"$tmp/$name-haproxy.cfg"
+  haproxy -f "$tmp/$name-haproxy.cfg" -db >"$tmp/$name-haproxy.log" 2>&1 &
+  proxy_pid=$!; pids+=("$proxy_pid")
+  app=http://127.0.0.1:$pport
+  wait_http "$app/healthz" || { cat "$tmp/$name-haproxy.log"; echo "haproxy did not start"; exit 1; }
+}
+sum_instances() { # sum_metric over every instance of start_instances
+  local a total=0 proxy=$app
+  for a in "${apps[@]}"; do app=$a; total=$((total + $(sum_metric "$1"))); done
+  app=$proxy; echo "$total"
 }
 
 scenario_redis() {
@@ -195,34 +224,18 @@ scenario_disconnect() {
 
 scenario_instances() {
   echo "instances: 3 servers, one PostgreSQL and one Redis, behind HAProxy; mixed load with bans, a read-your-writes writer, the login limit"
-  command -v haproxy >/dev/null || scripts/services.sh apt haproxy
   local rport; rport=$(free_port)
   start_redis "$rport" "$tmp/redis.log"
-  local i servers=() apps=()
-  for i in 1 2 3; do
-    # REDIS_KEY_PREFIX empty: the default, derived from the database, so
-    # the instances share their keys as a deployment's would.
-    start_server "instance$i" "$rport" REDIS_KEY_PREFIX=
-    servers+=("$server_pid"); apps+=("$app")
-  done
-  local pport; pport=$(free_port)
-  { printf 'defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n'
-    printf 'frontend tollgate\n  bind 127.0.0.1:%s\n  default_backend instances\n' "$pport"
-    printf 'backend instances\n  balance roundrobin\n'
-    for i in 1 2 3; do printf '  server i%s %s\n' "$i" "${apps[$((i - 1))]#http://}"; done
-  } >"$tmp/haproxy.cfg"
-  haproxy -f "$tmp/haproxy.cfg" -db >"$tmp/haproxy.log" 2>&1 &
-  local proxy_pid=$!; pids+=("$proxy_pid")
-  app=http://127.0.0.1:$pport
-  wait_http "$app/healthz" || { cat "$tmp/haproxy.log"; echo "haproxy did not start"; exit 1; }
+  start_instances instance "$rport"
   start_load instances mixed 15 --mix cached-read=50,miss-and-write=20,refresh=10,login=5,revocation=15
   local out; out=$(python3 scripts/instances.py --url "$app" --seconds 8 --admin-email "$admin_email" \
     --admin-password "$admin_password") || { echo "  instances.py failed"; failed=$((failed + 1)); }
   wait "$load_pid" || true
-  local requests failures accepted bans served=() a
+  local requests failures accepted bans served=() a proxy=$app
   requests=$(summary instances "s['requests']"); failures=$(summary instances "s['failures']")
   accepted=$(summary instances "s['revocation']['accepted_after_ban']"); bans=$(summary instances "s['revocation']['bans']")
   for a in "${apps[@]}"; do app=$a; served+=("$(sum_metric '^http_requests_total\\{')"); done
+  app=$proxy
   echo "  requests $requests, failures $failures, bans $bans, accepted after ban $accepted, served per instance ${served[*]}"
   echo "  $out"
   local j; j() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$1'])" "$out"; }
@@ -237,11 +250,11 @@ scenario_instances() {
 }
 
 scenario_cluster() {
-  echo "cluster: 3 primaries + 3 replicas; a primary killed at +4 s, 100 slots migrated at +10 s, FLUSHALL on every primary at +16 s"
+  echo "cluster: 3 servers behind HAProxy on a Redis Cluster of 3 primaries + 3 replicas; a primary killed at +4 s, 100 slots migrated at +10 s, FLUSHALL on every primary at +16 s"
   local env_lines; env_lines=$(scripts/redis-cluster.sh start) || { failed=$((failed + 1)); return; }
   eval "$env_lines"
   local cdir=$REDIS_CLUSTER_DIR ports; read -r -a ports <"$cdir/ports"
-  start_server cluster 1 REDIS_CLUSTER_URLS="$REDIS_CLUSTER_URLS" RUST_LOG=info
+  start_instances cluster 1 REDIS_CLUSTER_URLS="$REDIS_CLUSTER_URLS" RUST_LOG=info
   start_load cluster mixed 24 --mix cached-read=50,miss-and-write=20,refresh=10,login=5,revocation=15
   python3 scripts/instances.py --url "$app" --seconds 20 --admin-email "$admin_email" \
     --admin-password "$admin_password" >"$tmp/cluster-writer.json" 2>"$tmp/cluster-writer.log" &
@@ -278,16 +291,20 @@ scenario_cluster() {
   local requests failures accepted bans f503 f5xx before after out
   requests=$(summary cluster "s['requests']"); failures=$(summary cluster "s['failures']")
   accepted=$(summary cluster "s['revocation']['accepted_after_ban']"); bans=$(summary cluster "s['revocation']['bans']")
-  f503=$(sum_metric '^http_requests_total\\{.*status="503"'); f5xx=$(sum_metric '^http_requests_total\\{.*status="5')
+  f503=$(sum_instances '^http_requests_total\\{.*status="503"'); f5xx=$(sum_instances '^http_requests_total\\{.*status="5')
   out=$(cat "$tmp/cluster-writer.json")
-  before=$(sum_metric '^revocation_checks_total\\{.*source="redis"')
+  before=$(sum_instances '^revocation_checks_total\\{.*source="redis"')
   local token; token=$(curl -s -X POST "$app/auth/login" -H 'content-type: application/json' \
     -d '{"email":"loadtest-user-1@tollgate-loadtest.example","password":"loadtest-password-1"}' \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   for _ in 1 2 3 4 5 6 7 8 9 10; do curl -s -o /dev/null -H "authorization: Bearer $token" "$app/tasks"; sleep 0.3; done
-  after=$(sum_metric '^revocation_checks_total\\{.*source="redis"')
+  after=$(sum_instances '^revocation_checks_total\\{.*source="redis"')
+  local slots rebuilds voided
+  slots=$(sum_instances '^redis_rebuilt_slots_total'); rebuilds=$(sum_instances '^redis_rebuilds_total\\{result="restored"')
+  voided=$(sum_instances '^redis_rebuilds_total\\{result="(voided|failed)"')
   echo "  failover of :$victim to :${promoted:-?} in ~${failover_s} s; $moved slots moved :$from -> :$to"
   echo "  requests $requests, failures $failures, 503s $f503, other 5xx $((f5xx - f503)), bans $bans, accepted after ban $accepted"
+  echo "  rebuilds over the 3 instances: $rebuilds restored $slots slots (start-up: 3 x 16384), $voided voided or failed"
   echo "  writer: $out"
   local j; j() { python3 -c "import json,sys; print(json.loads(sys.argv[1])['$1'])" "$out"; }
   check "no request of a banned user accepted ($bans bans)" test "$accepted" -eq 0 -a "$bans" -gt 0
@@ -296,7 +313,7 @@ scenario_cluster() {
   check "no 5xx but 503" [ "$((f5xx - f503))" -eq 0 ]
   check "the replica took over (:$victim -> :${promoted:-none}) and slots moved ($moved)" test -n "$promoted" -a "$moved" -gt 0
   check "back on Redis after it all (redis-sourced checks $before -> $after)" [ "$after" -gt "$before" ]
-  kill "$server_pid" 2>/dev/null || true
+  kill "${servers[@]}" "$proxy_pid" 2>/dev/null || true
   scripts/redis-cluster.sh stop "$cdir"
 }
 

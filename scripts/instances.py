@@ -14,8 +14,9 @@ gets wrong passwords one at a time: exactly LOGIN_MAX_FAILURES of them are
 verified (401) before the 429s, whichever instance answers each.
 
 Prints one JSON line: {"revoked_checked", "accepted_after_revocation",
-"writes", "stale_reads", "errors", "verified_failures", "throttled",
-"max_failures"}.
+"writes", "stale_reads", "stale_seen" (the first ten: seconds into the
+writer, which read, its status), "errors", "verified_failures",
+"throttled", "max_failures"}.
 """
 import argparse
 import json
@@ -87,7 +88,17 @@ def main():
     assert status == 200, status
     token = pair["access_token"]
     writes = stale = errors = 0
-    end = time.monotonic() + a.seconds
+    stale_seen = []  # the first few, for the reader: when, which read, what it got
+    start = time.monotonic()
+    end = start + a.seconds
+
+    def expect(ok, read, status):
+        nonlocal stale
+        if not ok:
+            stale += 1
+            if len(stale_seen) < 10:
+                stale_seen.append({"t": round(time.monotonic() - start, 2), "read": read, "status": status})
+
     while time.monotonic() < end:
         status, task = call(a.url, "POST", "/tasks", token, {"title": f"w{writes}"})
         if status != 201:
@@ -95,24 +106,26 @@ def main():
             continue
         writes += 1
         tid = task["id"]
-        ids = [t["id"] for t in call(a.url, "GET", "/tasks?limit=100", token)[1] or []]
-        stale += tid not in ids
-        stale += call(a.url, "GET", f"/tasks/{tid}", token)[0] != 200
+        status, listed = call(a.url, "GET", "/tasks?limit=100", token)
+        expect(tid in [t["id"] for t in listed or []], "list after create", status)
+        status, _ = call(a.url, "GET", f"/tasks/{tid}", token)
+        expect(status == 200, "get after create", status)
         if call(a.url, "PATCH", f"/tasks/{tid}", token, {"isCompleted": True})[0] != 200:
             errors += 1
-        listed = {t["id"]: t for t in call(a.url, "GET", "/tasks?limit=100", token)[1] or []}
-        stale += not listed.get(tid, {}).get("isCompleted", False)
+        status, listed = call(a.url, "GET", "/tasks?limit=100", token)
+        expect({t["id"]: t for t in listed or []}.get(tid, {}).get("isCompleted", False), "list after update", status)
         if call(a.url, "DELETE", f"/tasks/{tid}", token)[0] != 204:
             errors += 1
-        stale += call(a.url, "GET", f"/tasks/{tid}", token)[0] != 404
-        ids = [t["id"] for t in call(a.url, "GET", "/tasks?limit=100", token)[1] or []]
-        stale += tid in ids
+        status, _ = call(a.url, "GET", f"/tasks/{tid}", token)
+        expect(status == 404, "get after delete", status)
+        status, listed = call(a.url, "GET", "/tasks?limit=100", token)
+        expect(tid not in [t["id"] for t in listed or []], "list after delete", status)
     verified = throttled = 0
     for _ in range(a.max_failures + 5):
         status, _ = call(a.url, "POST", "/auth/login", body={"email": email, "password": "wrong-password-x"})
         verified += status == 401
         throttled += status == 429
-    print(json.dumps({"revoked_checked": checked, "accepted_after_revocation": accepted, "writes": writes, "stale_reads": stale, "errors": errors, "verified_failures": verified,
+    print(json.dumps({"revoked_checked": checked, "accepted_after_revocation": accepted, "writes": writes, "stale_reads": stale, "stale_seen": stale_seen, "errors": errors, "verified_failures": verified,
                       "throttled": throttled, "max_failures": a.max_failures}))
 
 

@@ -57,5 +57,5 @@ start_run() {
 _end_run() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
   for h in "${end_hooks[@]}"; do eval "$h" || true; done
-  if [ "${failed:-0}" -eq 0 ]; then rm -rf "$tmp"; else echo "$run_name: logs kept in $tmp" >&2; fi
+  if [ "${failed:-0}" -eq 0 ] && [ -z "${KEEP_LOGS:-}" ]; then rm -rf "$tmp"; else echo "$run_name: logs kept in $tmp" >&2; fi
 }
