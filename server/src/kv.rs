@@ -124,7 +124,13 @@ pub const SLOTS: u16 = 16384;
 
 /// CRC16-XMODEM, the hash of Redis Cluster's key slots.
 fn crc16(bytes: &[u8]) -> u16 {
-    bytes.iter().fold(0u16, |mut crc, &b| {
+    crc16_parts(&[bytes])
+}
+
+/// [`crc16`] of the parts one after another, without joining them (the
+/// hot path hashes `u:` and a user id on every request on a cluster).
+fn crc16_parts(parts: &[&[u8]]) -> u16 {
+    parts.iter().flat_map(|p| p.iter()).fold(0u16, |mut crc, &b| {
         crc ^= u16::from(b) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
@@ -208,7 +214,7 @@ impl Keys {
     pub fn pair_of(&self, uid: i64) -> usize {
         match &self.slots {
             None => 0,
-            Some(_) => self.pair_of_tag(&["u:", itoa::Buffer::new().format(uid)].concat()),
+            Some(_) => usize::from(crc16_parts(&[b"u:", itoa::Buffer::new().format(uid).as_bytes()]) % SLOTS),
         }
     }
     /// The same for the keys of hash tag `tag` (e.g. `posts`).
@@ -736,6 +742,10 @@ mod tests {
         slots.sort_unstable();
         slots.dedup();
         assert_eq!(slots.len(), SLOTS as usize, "one pair per slot");
+        for uid in [0, 7, 123_456_789, i64::MAX] {
+            assert_eq!(k.pair_of(uid), usize::from(slot_of_tag(&format!("u:{uid}"))), "user {uid}");
+            assert_eq!(k.epoch_pair(k.pair_of(uid)).1, k.epoch_for(uid), "the pair of a user holds its epoch");
+        }
         let single = Keys::new("p", false);
         assert_eq!((single.epoch_for(7).as_ref(), single.epoch_pairs().len()), ("p:epoch", 1));
     }
