@@ -32,7 +32,8 @@
 //! Pooling: bb8 over *multiplexed* connections. A checkout only clones the
 //! connection handle and gives the slot back at once, so the commands of
 //! concurrent requests are pipelined on a few sockets (Redis answers ~10x
-//! more commands per second pipelined than one per round trip). This is why
+//! more commands per second pipelined than one per round trip; by default
+//! one socket per two CPUs, as fewer sockets make larger batches). This is why
 //! the manager is our own and not bb8-redis's: that one pings on every
 //! checkout (a second round trip per request) or, with the ping off, never
 //! notices a dead multiplexed connection. Ours marks a connection broken when
