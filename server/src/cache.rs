@@ -237,7 +237,7 @@ impl PageCache {
     /// revocation check does (`crate::trust`).
     pub async fn lookup_fresh(&self, scope: Scope, shape: &str) -> Lookup {
         let mut checked = Checked::default();
-        if matches!(self.store, Store::Redis) && self.trust.usable(self.pair(scope)) {
+        if matches!(self.store, Store::Redis) && self.trust.usable(|| self.pair(scope)) {
             let epoch = match scope {
                 Scope::Tasks(uid) => self.kv.keys.epoch_for(uid),
                 Scope::Posts => self.kv.keys.epoch_for_tag("posts"),

@@ -192,12 +192,13 @@ impl Trust {
     }
 
     /// Whether Redis may answer revocation checks and cache look-ups for
-    /// the keys that epoch `pair` (`Keys::pair_of`) vouches for now (an
-    /// epoch from the answering process is still required).
-    pub fn usable(&self, pair: usize) -> bool {
+    /// the keys that epoch `pair()` (`Keys::pair_of`) vouches for now (an
+    /// epoch from the answering process is still required). `pair` is
+    /// called only when some write fell behind: on a cluster it hashes.
+    pub fn usable(&self, pair: impl FnOnce() -> usize) -> bool {
         self.config_ok.load(Ordering::Acquire)
             && (!self.behind.load(Ordering::Acquire)
-                || self.behind_pairs.lock().map(|b| !b.contains(&pair)).unwrap_or(false))
+                || self.behind_pairs.lock().map(|b| !b.contains(&pair())).unwrap_or(false))
     }
 
     /// The last configuration verdict, for `/readyz`.

@@ -205,7 +205,7 @@ impl Revocation {
     /// of the request wants in the same round trip (the task cache's tag and
     /// page); their values come back only when Redis was trusted.
     pub async fn check(self: &Arc<Self>, p: &Principal, extra: &[String]) -> Result<Checked, ApiError> {
-        if self.trust.usable(self.kv.keys.pair_of(p.user_id)) {
+        if self.trust.usable(|| self.kv.keys.pair_of(p.user_id)) {
             let k = &self.kv.keys;
             let mut mget = redis::cmd("MGET");
             mget.arg(k.epoch_for(p.user_id).as_ref()).arg(k.nbf(p.user_id));
