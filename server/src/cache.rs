@@ -238,10 +238,7 @@ impl PageCache {
     pub async fn lookup_fresh(&self, scope: Scope, shape: &str) -> Lookup {
         let mut checked = Checked::default();
         if matches!(self.store, Store::Redis) && self.trust.usable(|| self.pair(scope)) {
-            let epoch = match scope {
-                Scope::Tasks(uid) => self.kv.keys.epoch_for(uid),
-                Scope::Posts => self.kv.keys.epoch_for_tag("posts"),
-            };
+            let epoch = self.kv.keys.epoch_at(self.pair(scope));
             let mut mget = redis::cmd("MGET");
             mget.arg(epoch.as_ref()).arg(self.tag_key(scope)).arg(self.page_key(scope, shape));
             if let Ok((values, origin)) = self.kv.mget_origin("cache", &mget).await {

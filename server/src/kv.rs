@@ -195,19 +195,13 @@ impl Keys {
     /// Redis; on a cluster, the epoch of the slot of the user's hash tag,
     /// in that slot, so the check stays one command on one node.
     pub fn epoch_for(&self, uid: i64) -> Cow<'_, str> {
-        match &self.slots {
-            None => Cow::Borrowed(&self.epoch),
-            Some(_) => {
-                let mut n = itoa::Buffer::new();
-                self.epoch_for_tag(&["u:", n.format(uid)].concat())
-            }
-        }
+        self.epoch_at(self.pair_of(uid))
     }
-    /// The epoch of the slot of hash tag `tag` (e.g. `posts`).
-    pub fn epoch_for_tag(&self, tag: &str) -> Cow<'_, str> {
+    /// The epoch of pair `i` (see [`Keys::pair_of`]).
+    pub fn epoch_at(&self, i: usize) -> Cow<'_, str> {
         match &self.slots {
             None => Cow::Borrowed(&self.epoch),
-            Some(_) => Cow::Owned(self.slot_key(slot_of_tag(tag), "epoch")),
+            Some(_) => Cow::Owned(self.slot_key(i as u16, "epoch")),
         }
     }
     /// The index in [`Keys::epoch_pairs`] of the pair that vouches for
@@ -230,12 +224,13 @@ impl Keys {
         let n = self.slots.as_ref().map_or(0, |t| t[slot as usize]);
         format!("{}:{{s{n}}}:{what}", self.prefix)
     }
-    /// Pair `i` of [`Keys::epoch_pairs`] (see [`Keys::pair_of`]).
+    /// Pair `i` of [`Keys::epoch_pairs`]: its rebuild marker and epoch.
     pub fn epoch_pair(&self, i: usize) -> (String, String) {
-        match &self.slots {
-            None => (self.rebuild(), self.epoch.clone()),
-            Some(_) => (self.slot_key(i as u16, "rebuild"), self.slot_key(i as u16, "epoch")),
-        }
+        let mark = match &self.slots {
+            None => self.rebuild(),
+            Some(_) => self.slot_key(i as u16, "rebuild"),
+        };
+        (mark, self.epoch_at(i).into_owned())
     }
     /// Every (rebuild marker, epoch) pair: one on a single Redis, one per
     /// slot on a cluster.
@@ -518,7 +513,7 @@ impl Kv {
 
     /// Runs every command, answers ignored; fails if any failed. On one
     /// Redis, one pipeline; on a cluster, where a pipeline may not span
-    /// slots, concurrent single commands retried as [`Kv::each_retried`]
+    /// slots, concurrent single commands retried as `Kv::each_retried`
     /// says.
     pub async fn run_each(&self, op: &'static str, cmds: Vec<redis::Cmd>) -> Result<(), KvError> {
         if cmds.is_empty() {
@@ -730,7 +725,7 @@ mod tests {
             let epoch = k.epoch_for(uid);
             assert_eq!(slot_of_tag(&tag(&epoch)), slot_of_tag(&tag(&k.nbf(uid))), "user {uid}");
         }
-        assert_eq!(slot_of_tag(&tag(&k.epoch_for_tag("posts"))), slot_of_tag(&tag(&k.posts_gen())));
+        assert_eq!(slot_of_tag(&tag(&k.epoch_at(k.pair_of_tag("posts")))), slot_of_tag(&tag(&k.posts_gen())));
         let pairs = k.epoch_pairs();
         assert_eq!(pairs.len(), SLOTS as usize);
         let mut slots: Vec<u16> = pairs

@@ -303,8 +303,6 @@ impl Trust {
     /// again (every instance, this one included, rebuilds them before using
     /// them).
     pub async fn repair_loop(self: Arc<Self>, cancel: CancellationToken) {
-        // Every (rebuild marker, epoch) pair: one, or one per cluster slot.
-        let pairs = self.kv.keys.epoch_pairs();
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
@@ -313,7 +311,10 @@ impl Trust {
             while self.behind.load(Ordering::Acquire) {
                 let voiding: Vec<usize> =
                     self.behind_pairs.lock().map(|b| b.iter().copied().collect()).unwrap_or_default();
-                let del = voiding.iter().map(|&i| redis::cmd("DEL").arg(&pairs[i].1).arg(&pairs[i].0).to_owned());
+                let del = voiding.iter().map(|&i| {
+                    let (mark, epoch) = self.kv.keys.epoch_pair(i);
+                    redis::cmd("DEL").arg(epoch).arg(mark).to_owned()
+                });
                 if self.kv.run_each("epoch_reset", del.collect()).await.is_ok() {
                     // Pairs that fell behind during the DEL stay behind
                     // for the next round.
