@@ -46,7 +46,15 @@ where
     F: Future<Output = Resp> + Send + 'static,
 {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
+    // half_close: a client that sends a whole request and then closes its
+    // side (or hangs up) has still asked for it. Without it, hyper drops a
+    // request whose connection reads EOF before its handler first ran, so
+    // whether a write sent that way happened depended on how soon the
+    // connection was polled after the bytes arrived.
+    http.timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .keep_alive(true)
+        .half_close(true);
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(opts.max_connections));
     let mut backoff = Duration::from_millis(1);
