@@ -42,8 +42,9 @@ use crate::cache::PageCache;
 use crate::config::Config;
 use crate::db::Db;
 use crate::http::error::ApiError;
+use crate::http::lanes::Lanes;
 use crate::http::router::{Access, Matched, Route, Router};
-use crate::http::server::{ServeOptions, serve};
+use crate::http::server::{ServeOptions, serve_on};
 use crate::http::{JsonBody, Resp, bearer};
 use crate::kv::Kv;
 use crate::metrics::Metrics;
@@ -94,6 +95,16 @@ impl Pipeline {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        self.handle_on(req, None).await
+    }
+
+    /// [`Pipeline::handle`] on lane `lane` (`http::lanes`): its Redis
+    /// connection carries the revocation check.
+    pub async fn handle_on<B>(self: &Arc<Self>, req: Request<B>, lane: Option<usize>) -> Resp
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let start = Instant::now();
         let (entry, id) = match self.router.find(req.method(), req.uri().path()) {
             Matched::Route(entry, id) => (entry, id.map(|s| s.parse::<i64>().ok().filter(|n| *n > 0))),
@@ -104,14 +115,14 @@ impl Pipeline {
         };
         let (route, access) = (entry.route, entry.access);
         if req.method() == Method::GET || req.method() == Method::HEAD {
-            let resp = self.run(route, access, req, id).await;
+            let resp = self.run(route, access, req, id, lane).await;
             entry.metrics.record(resp.status().as_u16(), start.elapsed());
             return resp;
         }
         let this = Arc::clone(self);
         let metrics = Arc::clone(&entry.metrics);
         let job = self.state.background.job(async move {
-            let resp = this.run(route, access, req, id).await;
+            let resp = this.run(route, access, req, id, lane).await;
             metrics.record(resp.status().as_u16(), start.elapsed());
             resp
         });
@@ -135,12 +146,19 @@ impl Pipeline {
         resp
     }
 
-    async fn run<B>(self: &Arc<Self>, route: Route, access: Access, req: Request<B>, id: Option<Option<i64>>) -> Resp
+    async fn run<B>(
+        self: &Arc<Self>,
+        route: Route,
+        access: Access,
+        req: Request<B>,
+        id: Option<Option<i64>>,
+        lane: Option<usize>,
+    ) -> Resp
     where
         B: hyper::body::Body<Data = Bytes> + Send,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let outcome = AssertUnwindSafe(self.dispatch(route, access, req, id)).catch_unwind().await;
+        let outcome = AssertUnwindSafe(self.dispatch(route, access, req, id, lane)).catch_unwind().await;
         finish(match outcome {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => e.into_response(),
@@ -163,6 +181,7 @@ impl Pipeline {
         access: Access,
         headers: &hyper::HeaderMap,
         plan: Option<&tasks::ListPlan>,
+        lane: Option<usize>,
     ) -> Result<Option<Caller>, ApiError> {
         if access == Access::Public {
             return Ok(None);
@@ -170,7 +189,7 @@ impl Pipeline {
         let st = &self.state;
         let principal = auth::verify_bearer(st, bearer(headers)?).await?;
         let extra = plan.map(|p| p.keys(st, principal.user_id)).unwrap_or_default();
-        let checked = st.revocation.check(&principal, &extra).await?;
+        let checked = st.revocation.check(&principal, &extra, lane).await?;
         if access == Access::Admin && principal.role != Role::Admin {
             return Err(ApiError::Forbidden("This route is for administrators."));
         }
@@ -183,6 +202,7 @@ impl Pipeline {
         access: Access,
         req: Request<B>,
         id: Option<Option<i64>>,
+        lane: Option<usize>,
     ) -> Result<Resp, ApiError>
     where
         B: hyper::body::Body<Data = Bytes> + Send,
@@ -192,7 +212,7 @@ impl Pipeline {
         // borrowing it keeps this future `Send` for the job that runs it.
         let (head, body) = req.into_parts();
         let plan = (route == Route::ListTasks).then(|| tasks::ListPlan::new(head.uri.query()));
-        let caller = self.authenticate(access, &head.headers, plan.as_ref()).await?;
+        let caller = self.authenticate(access, &head.headers, plan.as_ref(), lane).await?;
         crate::http::check_declared_length(&head.headers)?;
         let query = head.uri.query();
         // A path id that is not a positive integer names nothing.
@@ -256,7 +276,7 @@ fn finish(mut resp: Resp) -> Resp {
 
 /// Connects the pools and builds the state; no side effects on the data
 /// (those are the start-up steps of [`App::build`]).
-async fn build_state(config: Config) -> anyhow::Result<Arc<AppState>> {
+async fn build_state(config: Config, lanes: &Lanes) -> anyhow::Result<Arc<AppState>> {
     let metrics = Arc::new(Metrics::new());
     let db = Db::new(config.database_url.expose(), config.pg_pool_size, config.pool_timeout, metrics.clone())
         .context("DATABASE_URL")?;
@@ -270,8 +290,8 @@ async fn build_state(config: Config) -> anyhow::Result<Arc<AppState>> {
             Kv::cluster(&urls, &prefix, config.redis_timeout, metrics.clone()).context("REDIS_CLUSTER_URLS")?
         }
         None => {
-            Kv::new(config.redis_url.expose(), &prefix, config.redis_pool_size, config.redis_timeout, metrics.clone())
-                .context("REDIS_URL")?
+            let (url, size, timeout) = (config.redis_url.expose(), config.redis_pool_size, config.redis_timeout);
+            Kv::new(url, &prefix, size, timeout, lanes.handles(), metrics.clone()).context("REDIS_URL")?
         }
     };
     let background = Background::new();
@@ -314,6 +334,7 @@ async fn build_state(config: Config) -> anyhow::Result<Arc<AppState>> {
 pub struct App {
     pipeline: Arc<Pipeline>,
     listener: TcpListener,
+    lanes: Lanes,
 }
 
 impl App {
@@ -323,7 +344,8 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let addr = config.bind_addr;
         crate::db::migrate(config.database_url.expose()).await?;
-        let state = build_state(config).await?;
+        let lanes = Lanes::start(config.http_threads).context("starting the HTTP_THREADS lanes")?;
+        let state = build_state(config, &lanes).await?;
         auth::bootstrap_admin(&state).await.context("ADMIN_EMAIL/ADMIN_PASSWORD bootstrap")?;
         // Make Redis trustworthy before the first request if it is there;
         // if not, requests answer from PostgreSQL and rebuild later.
@@ -340,7 +362,7 @@ impl App {
             state.background.spawn_loop(|cancel| external.refresh_loop(cancel));
         }
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        Ok(Self { pipeline: Pipeline::new(state), listener })
+        Ok(Self { pipeline: Pipeline::new(state), listener, lanes })
     }
 
     /// The bound address (the real port when `BIND_ADDR` had port 0).
@@ -359,7 +381,8 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then drains connections and waits
-    /// for the jobs still running, both within `SHUTDOWN_GRACE_SECS`.
+    /// for the jobs still running, both within `SHUTDOWN_GRACE_SECS`; then
+    /// stops the lanes, which those jobs may have run on.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.local_addr(), "listening");
         let config = &self.pipeline.state.config;
@@ -369,20 +392,16 @@ impl App {
             shutdown_grace: config.shutdown_grace,
         };
         let (grace, background) = (config.shutdown_grace, self.pipeline.state.background.clone());
-        let pipeline = self.pipeline;
-        serve(
-            self.listener,
-            opts,
-            move |req| {
-                let p = Arc::clone(&pipeline);
-                async move { p.handle(req).await }
-            },
-            shutdown,
-        )
-        .await;
+        let (pipeline, lanes) = (self.pipeline, self.lanes);
+        let handler = move |req, lane| {
+            let p = Arc::clone(&pipeline);
+            async move { p.handle_on(req, lane).await }
+        };
+        serve_on(self.listener, opts, lanes.handles(), handler, shutdown).await;
         if !background.shutdown(grace).await {
             tracing::warn!("background jobs still running after the grace period");
         }
+        lanes.stop().await;
     }
 
     /// Serves on a background task; stop it with [`Running::stop`].

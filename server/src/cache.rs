@@ -241,7 +241,7 @@ impl PageCache {
             let epoch = self.kv.keys.epoch_at(self.pair(scope));
             let mut mget = redis::cmd("MGET");
             mget.arg(epoch.as_ref()).arg(self.tag_key(scope)).arg(self.page_key(scope, shape));
-            if let Ok((values, origin)) = self.kv.mget_origin("cache", &mget).await {
+            if let Ok((values, origin)) = self.kv.mget_origin("cache", &mget, None).await {
                 let mut v = values.into_iter();
                 if let Some(epoch) = v.next().flatten().and_then(|e| parse_epoch(&e, &origin)) {
                     checked = Checked { epoch: Some(epoch), extra: v.collect() };
@@ -403,7 +403,7 @@ mod tests {
         // The in-process backend shares the single-flight map; no Redis is
         // contacted (the pool connects lazily).
         let metrics = Arc::new(Metrics::new());
-        let kv = Kv::new("redis://127.0.0.1:1", "t", 1, Duration::from_millis(10), metrics.clone()).expect("kv");
+        let kv = Kv::new("redis://127.0.0.1:1", "t", 1, Duration::from_millis(10), &[], metrics.clone()).expect("kv");
         let cache = PageCache::new(CacheBackend::Memory, kv.clone(), Trust::new(kv), Duration::from_secs(30), metrics);
         for _ in 0..3 {
             let Lookup::Miss(fill) = cache.lookup(Scope::Tasks(1), "s", Checked::default()) else { panic!("a miss") };

@@ -183,12 +183,17 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "REDIS_POOL_SIZE",
         Derived("CPU count / 2, at least 1"),
-        "multiplexed Redis connections: each pipelines the commands of every request it carries",
+        "shared multiplexed Redis connections (each lane also has one of its own): each pipelines the commands of every request it carries",
     ),
     s("POOL_TIMEOUT_MS", Value("2000"), "longest wait for a PostgreSQL connection before 503"),
     s("REDIS_TIMEOUT_MS", Value("250"), "longest wait for Redis before answering from PostgreSQL"),
     s("HASH_CONCURRENCY", Derived("CPU count"), "password hashes at once"),
     s("HASH_QUEUE_MAX", Value("512"), "logins waiting for a hash slot before 503"),
+    s(
+        "HTTP_THREADS",
+        Derived("CPU count"),
+        "lanes: threads that each answer their share of the connections on a runtime and Redis connection of their own; 0 answers them on the shared runtime",
+    ),
     s("MAX_CONNECTIONS", Derived("the open-file limit less the pools and 64"), "open client connections"),
     s("HEADER_READ_TIMEOUT_SECS", Value("10"), "a client must send its request head within this"),
     s("BODY_READ_TIMEOUT_SECS", Value("10"), "... and its body within this (else 408)"),
@@ -351,6 +356,8 @@ pub struct Config {
     pub redis_timeout: Duration,
     /// `HASH_CONCURRENCY`.
     pub hash_concurrency: usize,
+    /// `HTTP_THREADS`: lanes (`http::lanes`).
+    pub http_threads: usize,
     /// `HASH_QUEUE_MAX`.
     pub hash_queue_max: usize,
     /// `MAX_CONNECTIONS`.
@@ -576,7 +583,8 @@ impl Config {
         let redis_timeout = r.millis("REDIS_TIMEOUT_MS", 1, 60_000);
         let hash_concurrency = r.number_or("HASH_CONCURRENCY", 1, 1024, cpus) as usize;
         let hash_queue_max = r.number("HASH_QUEUE_MAX", 1, 1_000_000) as usize;
-        let reserved = u64::from(pg_pool_size) + u64::from(redis_pool_size) + 64;
+        let http_threads = r.number_or("HTTP_THREADS", 0, 1024, cpus) as usize;
+        let reserved = u64::from(pg_pool_size) + u64::from(redis_pool_size) + http_threads as u64 + 64;
         let from_fds = || open_file_limit().map_or(10_000, |n| n.saturating_sub(reserved).clamp(16, 1_000_000));
         let max_connections = r.number_or("MAX_CONNECTIONS", 1, 1_000_000, from_fds) as usize;
         let header_read_timeout = r.secs("HEADER_READ_TIMEOUT_SECS", 1, 3600);
@@ -614,6 +622,7 @@ impl Config {
             pool_timeout,
             redis_timeout,
             hash_concurrency,
+            http_threads,
             hash_queue_max,
             max_connections,
             header_read_timeout,

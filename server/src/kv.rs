@@ -38,6 +38,13 @@
 //! checkout (a second round trip per request) or, with the ping off, never
 //! notices a dead multiplexed connection. Ours marks a connection broken when
 //! a command on it fails at the I/O level, and bb8 drops it on return.
+//!
+//! Lanes (`http::lanes`): besides that pool, each lane has a pool of one
+//! connection opened on the lane, so the hot path's command, its reply and
+//! the request it wakes stay on one thread ([`Kv::mget_origin`] takes the
+//! lane). Everything else goes through the shared pool, whose connections
+//! live on the main runtime: a lane's end takes only its own with it. On a
+//! cluster every call shares the cluster connection.
 
 use crate::metrics::Metrics;
 use bb8::{ManageConnection, Pool};
@@ -51,6 +58,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::runtime::Handle;
 
 /// How long Redis is skipped after it failed.
 pub const BREAKER_OPEN: Duration = Duration::from_millis(500);
@@ -88,6 +96,9 @@ pub struct RedisConn {
 pub struct RedisManager {
     client: redis::Client,
     timeout: Duration,
+    /// The runtime the connections are opened on, hence where their
+    /// tasks run (redis-rs spawns a connection's task where it is made).
+    home: Option<Handle>,
 }
 
 impl ManageConnection for RedisManager {
@@ -95,15 +106,22 @@ impl ManageConnection for RedisManager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<RedisConn, RedisError> {
-        let cfg = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        let mut conn = self.client.get_multiplexed_async_connection_with_config(&cfg).await?;
-        let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
-        // Without a run_id (INFO refused) nothing this Redis says can be
-        // bound to its process: the empty id never matches an epoch.
-        let run_id = info_field(&info, "run_id").unwrap_or_default();
-        Ok(RedisConn { conn, broken: Arc::new(AtomicBool::new(false)), run_id: Arc::from(run_id) })
+        let (client, timeout) = (self.client.clone(), self.timeout);
+        let open = async move {
+            let cfg =
+                AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
+            let mut conn = client.get_multiplexed_async_connection_with_config(&cfg).await?;
+            let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+            // Without a run_id (INFO refused) nothing this Redis says can be
+            // bound to its process: the empty id never matches an epoch.
+            let run_id = info_field(&info, "run_id").unwrap_or_default();
+            Ok(RedisConn { conn, broken: Arc::new(AtomicBool::new(false)), run_id: Arc::from(run_id) })
+        };
+        match &self.home {
+            None => open.await,
+            // Gone only when that runtime is (a stopped lane).
+            Some(home) => home.spawn(open).await.map_err(|e| RedisError::from(std::io::Error::other(e)))?,
+        }
     }
 
     async fn is_valid(&self, conn: &mut RedisConn) -> Result<(), RedisError> {
@@ -300,8 +318,8 @@ impl Keys {
 #[derive(Clone)]
 enum Backend {
     /// One Redis: pooled multiplexed connections, each knowing the
-    /// `run_id` of its process.
-    Single(Pool<RedisManager>),
+    /// `run_id` of its process; one pool per lane besides the shared one.
+    Single { shared: Pool<RedisManager>, lanes: Arc<[Pool<RedisManager>]> },
     /// A Redis Cluster: one cluster connection, made on first use.
     Cluster(Arc<ClusterLink>),
 }
@@ -317,6 +335,8 @@ struct ClusterLink {
     client: ClusterClient,
     conn: std::sync::RwLock<Option<ClusterConnection>>,
     connecting: tokio::sync::Mutex<()>,
+    /// Where the connection is made, so its tasks do not end with a lane.
+    home: Option<Handle>,
 }
 
 impl ClusterLink {
@@ -365,15 +385,28 @@ fn broken_link(e: &RedisError) -> bool {
 }
 
 impl Kv {
-    /// A lazily connecting pool: Redis may be down at start.
-    pub fn new(url: &str, prefix: &str, size: u32, timeout: Duration, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    /// Lazily connecting pools (Redis may be down at start): a shared one
+    /// of `size` connections on the runtime this is called on, and one
+    /// connection on each of `lanes`.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        size: u32,
+        timeout: Duration,
+        lanes: &[Handle],
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
-        let pool = Pool::builder()
-            .max_size(size)
-            .connection_timeout(timeout)
-            .test_on_check_out(false)
-            .build_unchecked(RedisManager { client, timeout });
-        Ok(Self::with(Backend::Single(pool), Keys::new(prefix, false), metrics))
+        let pool = |size, home| {
+            Pool::builder()
+                .max_size(size)
+                .connection_timeout(timeout)
+                .test_on_check_out(false)
+                .build_unchecked(RedisManager { client: client.clone(), timeout, home })
+        };
+        let shared = pool(size, Handle::try_current().ok());
+        let lanes = lanes.iter().map(|h| pool(1, Some(h.clone()))).collect();
+        Ok(Self::with(Backend::Single { shared, lanes }, Keys::new(prefix, false), metrics))
     }
 
     /// A lazily connecting Redis Cluster handle from some of its nodes.
@@ -391,6 +424,7 @@ impl Kv {
             client,
             conn: std::sync::RwLock::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            home: Handle::try_current().ok(),
         });
         Ok(Self::with(Backend::Cluster(link), Keys::new(prefix, true), metrics))
     }
@@ -441,7 +475,7 @@ impl Kv {
         C: Runnable + ?Sized,
     {
         match &self.backend {
-            Backend::Single(_) => self.run_origin(op, cmd, guarded).await.map(|(v, _)| v),
+            Backend::Single { .. } => self.run_origin(op, cmd, guarded, None).await.map(|(v, _)| v),
             Backend::Cluster(link) => {
                 // Skipped (the breaker is open) is not a new failure: it
                 // neither counts nor keeps the breaker open.
@@ -470,7 +504,13 @@ impl Kv {
         if let Some(conn) = link.current() {
             return Ok(conn);
         }
-        match link.client.get_async_connection().await {
+        let client = link.client.clone();
+        let open = async move { client.get_async_connection().await };
+        let opened = match &link.home {
+            None => open.await,
+            Some(home) => home.spawn(open).await.unwrap_or_else(|e| Err(RedisError::from(std::io::Error::other(e)))),
+        };
+        match opened {
             Ok(conn) => {
                 if let Ok(mut c) = link.conn.write() {
                     *c = Some(conn.clone());
@@ -485,14 +525,16 @@ impl Kv {
     /// of the Redis process that answered it, for the epoch check (see
     /// `trust`). On one Redis, the `MGET` itself on a pooled connection
     /// that knows its process; on a cluster, one Lua call on the node that
-    /// holds the slot, returning that node's `run_id` first.
+    /// holds the slot, returning that node's `run_id` first. `lane`: the
+    /// lane the caller runs on, whose own connection it then uses.
     pub async fn mget_origin(
         &self,
         op: &'static str,
         mget: &redis::Cmd,
+        lane: Option<usize>,
     ) -> Result<(Vec<Option<Vec<u8>>>, Arc<str>), KvError> {
         match &self.backend {
-            Backend::Single(_) => self.run_origin(op, mget, true).await,
+            Backend::Single { .. } => self.run_origin(op, mget, true, lane).await,
             Backend::Cluster(_) => {
                 let mut call = self.origin_mget.prepare_invoke();
                 for arg in mget.args_iter().skip(1) {
@@ -519,7 +561,7 @@ impl Kv {
         if cmds.is_empty() {
             return Ok(());
         }
-        if let Backend::Single(_) = &self.backend {
+        if let Backend::Single { .. } = &self.backend {
             let mut pipe = redis::pipe();
             for c in cmds {
                 pipe.add_command(c).ignore();
@@ -539,7 +581,7 @@ impl Kv {
         keys: &[String],
     ) -> Result<Vec<(Option<Vec<u8>>, Arc<str>)>, KvError> {
         self.each_retried(keys.len(), |i| async move {
-            let (mut values, origin) = self.mget_origin(op, redis::cmd("MGET").arg(&keys[i])).await?;
+            let (mut values, origin) = self.mget_origin(op, redis::cmd("MGET").arg(&keys[i]), None).await?;
             Ok((values.pop().flatten(), origin))
         })
         .await
@@ -596,7 +638,7 @@ impl Kv {
         cmd: &redis::Cmd,
     ) -> Result<Vec<T>, KvError> {
         let link = match &self.backend {
-            Backend::Single(_) => return self.run::<T, _>(op, cmd).await.map(|v| vec![v]),
+            Backend::Single { .. } => return self.run::<T, _>(op, cmd).await.map(|v| vec![v]),
             Backend::Cluster(link) => link,
         };
         let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
@@ -611,14 +653,21 @@ impl Kv {
 
     /// [`Kv::run`] on one Redis, also returning the `run_id` of the Redis
     /// process that answered (see [`RedisConn`]).
-    async fn run_origin<T, C>(&self, op: &'static str, cmd: &C, guarded: bool) -> Result<(T, Arc<str>), KvError>
+    async fn run_origin<T, C>(
+        &self,
+        op: &'static str,
+        cmd: &C,
+        guarded: bool,
+        lane: Option<usize>,
+    ) -> Result<(T, Arc<str>), KvError>
     where
         T: FromRedisValue + Send,
         C: Runnable + ?Sized,
     {
-        let Backend::Single(pool) = &self.backend else {
+        let Backend::Single { shared, lanes } = &self.backend else {
             return Err(KvError::Skipped);
         };
+        let pool = lane.and_then(|i| lanes.get(i)).unwrap_or(shared);
         if guarded && now_ms() < self.open_until.load(Ordering::Relaxed) {
             return Err(KvError::Skipped);
         }
@@ -671,9 +720,12 @@ impl Kv {
     /// connection counts as one).
     pub fn state(&self) -> crate::metrics::PoolState {
         match &self.backend {
-            Backend::Single(pool) => {
-                let s = pool.state();
-                crate::metrics::PoolState { connections: s.connections, idle: s.idle_connections }
+            Backend::Single { shared, lanes } => {
+                let states = std::iter::once(shared).chain(lanes.iter()).map(Pool::state);
+                states.fold(crate::metrics::PoolState { connections: 0, idle: 0 }, |sum, s| crate::metrics::PoolState {
+                    connections: sum.connections + s.connections,
+                    idle: sum.idle + s.idle_connections,
+                })
             }
             Backend::Cluster(link) => {
                 let n = u32::from(link.current().is_some());

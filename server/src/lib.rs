@@ -17,7 +17,8 @@
 //! - [`db`]: the PostgreSQL pool, every statement (one function each, by
 //!   table), migrations. [`kv`]: the Redis pool, key layout and failure
 //!   policy.
-//! - [`http`]: listener and graceful shutdown (knows nothing of the app),
+//! - [`http`]: listener, lanes (threads with a runtime each that answer
+//!   the connections) and graceful shutdown (knows nothing of the app),
 //!   routing table, the error type that maps to problem+json, body decoding.
 //! - [`background`]: owned background tasks and jobs. [`metrics`]: the
 //!   Prometheus registry of the contract's metrics. [`config`]: embedded

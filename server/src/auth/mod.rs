@@ -268,7 +268,7 @@ where
     };
     let p = st.tokens.verify(&body.refresh_token, TokenType::Refresh).map_err(fail)?;
     // Redis first: a blocked user or revoked session costs no write.
-    st.revocation.check(&p, &[]).await.inspect_err(|_| st.metrics.auth_event("refresh", "failure"))?;
+    st.revocation.check(&p, &[], None).await.inspect_err(|_| st.metrics.auth_event("refresh", "failure"))?;
     let new = new_jti();
     if let Some((role, expires_at)) = st.db.rotate_session(p.session_id, &p.jti, &new, p.user_id).await? {
         st.metrics.auth_event("refresh", "success");

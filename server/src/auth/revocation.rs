@@ -203,8 +203,14 @@ impl Revocation {
 
     /// Flow A: refuses a dead token with 401. `extra` are keys another part
     /// of the request wants in the same round trip (the task cache's tag and
-    /// page); their values come back only when Redis was trusted.
-    pub async fn check(self: &Arc<Self>, p: &Principal, extra: &[String]) -> Result<Checked, ApiError> {
+    /// page); their values come back only when Redis was trusted. `lane`:
+    /// the lane the request runs on (`http::lanes`), if any.
+    pub async fn check(
+        self: &Arc<Self>,
+        p: &Principal,
+        extra: &[String],
+        lane: Option<usize>,
+    ) -> Result<Checked, ApiError> {
         if self.trust.usable(|| self.kv.keys.pair_of(p.user_id)) {
             let k = &self.kv.keys;
             let mut mget = redis::cmd("MGET");
@@ -216,7 +222,7 @@ impl Revocation {
             for key in extra {
                 mget.arg(key);
             }
-            if let Ok((values, origin)) = self.kv.mget_origin("revocation_check", &mget).await {
+            if let Ok((values, origin)) = self.kv.mget_origin("revocation_check", &mget, lane).await {
                 let mut v = values.into_iter();
                 let (epoch, nbf, sess) = (v.next().flatten(), v.next().flatten(), v.next().flatten());
                 match epoch.as_deref().and_then(|e| parse_epoch(e, &origin)) {

@@ -25,6 +25,7 @@ use bb8_postgres::PostgresConnectionManager;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::runtime::Handle;
 use tokio_postgres::{Client, NoTls, Statement, error::SqlState};
 
 mod embedded {
@@ -202,16 +203,35 @@ pub struct PgConn {
 }
 
 /// bb8 manager: opens through bb8-postgres, then prepares [`Statements`].
-pub struct PgManager(PostgresConnectionManager<NoTls>);
+pub struct PgManager {
+    inner: PostgresConnectionManager<NoTls>,
+    /// The runtime connections are opened on, where their tasks then run
+    /// (bb8-postgres spawns them where the connection is made): the main
+    /// one, so that a connection first needed on a lane (`http::lanes`)
+    /// does not end with it.
+    home: Option<Handle>,
+}
+
+impl PgManager {
+    async fn open(inner: PostgresConnectionManager<NoTls>) -> Result<PgConn, tokio_postgres::Error> {
+        let client = inner.connect().await?;
+        let st = Statements::prepare(&client).await?;
+        Ok(PgConn { client, st })
+    }
+}
 
 impl ManageConnection for PgManager {
     type Connection = PgConn;
     type Error = tokio_postgres::Error;
 
     async fn connect(&self) -> Result<PgConn, Self::Error> {
-        let client = self.0.connect().await?;
-        let st = Statements::prepare(&client).await?;
-        Ok(PgConn { client, st })
+        if let Some(home) = &self.home
+            && let Ok(opened) = home.spawn(Self::open(self.inner.clone())).await
+        {
+            return opened;
+        }
+        // No home, or it has stopped (the process is ending): here.
+        Self::open(self.inner.clone()).await
     }
 
     async fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
@@ -290,7 +310,7 @@ impl Db {
             // A connection that died with the server is detected by
             // has_broken when it comes back; no ping per checkout.
             .test_on_check_out(false)
-            .build_unchecked(PgManager(manager));
+            .build_unchecked(PgManager { inner: manager, home: Handle::try_current().ok() });
         Ok(Self { pool, metrics, sent: Arc::new(AtomicU64::new(0)) })
     }
 

@@ -4,6 +4,7 @@
 //! request and response helpers below that every handler uses.
 
 pub mod error;
+pub mod lanes;
 pub mod openapi;
 pub mod router;
 pub mod server;

@@ -12,6 +12,10 @@
 //!   its in-flight request and close, and the whole drain is bounded by
 //!   `SHUTDOWN_GRACE_SECS`.
 //!
+//! - With lanes ([`super::lanes`]), each accepted connection is handed, in
+//!   turn, to one lane and answered there for its whole life; the handler is
+//!   told which (`Some(i)`, the index of its lane's runtime).
+//!
 //! It knows nothing of the application: it takes a function from request to
 //! response.
 
@@ -25,7 +29,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 
 /// The listener's settings.
@@ -45,19 +50,32 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = Resp> + Send + 'static,
 {
+    serve_on(listener, opts, &[], move |req, _| handler(req), shutdown).await;
+}
+
+/// [`serve`], answering each connection on one of `lanes` in turn (on the
+/// accepting runtime when there are none); `handler` gets the lane's index.
+pub async fn serve_on<H, F>(
+    listener: TcpListener,
+    opts: ServeOptions,
+    lanes: &[Handle],
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) where
+    H: Fn(Request<Incoming>, Option<usize>) -> F + Clone + Send + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
     let mut http = hyper::server::conn::http1::Builder::new();
     // half_close: a client that sends a whole request and then closes its
     // side (or hangs up) has still asked for it. Without it, hyper drops a
     // request whose connection reads EOF before its handler first ran, so
-    // whether a write sent that way happened depended on how soon the
-    // connection was polled after the bytes arrived.
-    http.timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
-        .keep_alive(true)
-        .half_close(true);
+    // whether a write sent that way happened would depend on how soon the
+    // connection was polled (later on a lane, after the hand-over).
+    http.timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true).half_close(true);
     let graceful = GracefulShutdown::new();
     let limit = Arc::new(Semaphore::new(opts.max_connections));
     let mut backoff = Duration::from_millis(1);
+    let mut next_lane = 0;
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -77,18 +95,42 @@ where
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let h = handler.clone();
-        let svc = service_fn(move |req| {
-            let fut = h(req);
-            async move { Ok::<_, Infallible>(fut.await) }
+        let lane = (!lanes.is_empty()).then(|| {
+            let i = next_lane;
+            next_lane = (next_lane + 1) % lanes.len();
+            i
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let (h, http, watcher) = (handler.clone(), http.clone(), graceful.watcher());
+        let answer = move |stream: TcpStream| async move {
+            let svc = service_fn(move |req| {
+                let fut = h(req, lane);
+                async move { Ok::<_, Infallible>(fut.await) }
+            });
+            if let Err(e) = watcher.watch(http.serve_connection(TokioIo::new(stream), svc)).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
-        });
+        };
+        match lane {
+            None => drop(tokio::spawn(answer(stream))),
+            Some(i) => {
+                // The socket moves to the lane's reactor: out of this
+                // runtime's here, into the lane's there.
+                let std = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot hand the connection to a lane");
+                        continue;
+                    }
+                };
+                drop(lanes[i].spawn(async move {
+                    match TcpStream::from_std(std) {
+                        Ok(stream) => answer(stream).await,
+                        Err(e) => tracing::warn!(%peer, error = %e, "a lane cannot take the connection"),
+                    }
+                }));
+            }
+        }
     }
     drop(listener);
     let grace = opts.shutdown_grace;

@@ -112,7 +112,7 @@ async fn a_load_that_raced_a_write_is_never_served() {
     let p = st.tokens.verify(&u.access, tollgate::auth::token::TokenType::Access).expect("token");
     let q = tollgate::tasks::model::ListQuery::parse(None).expect("query");
     let shape = q.shape();
-    let probe = st.revocation.check(&p, &st.cache.keys(Scope::Tasks(p.user_id), &shape)).await.expect("allowed");
+    let probe = st.revocation.check(&p, &st.cache.keys(Scope::Tasks(p.user_id), &shape), None).await.expect("allowed");
     let Lookup::Miss(fill) = st.cache.lookup(Scope::Tasks(p.user_id), &shape, probe) else { panic!("expected a miss") };
     let stale = serde_json::to_vec(&st.db.list_tasks(Some(p.user_id), &q).await.expect("load")).expect("encode");
     let r = app.patch(&format!("/tasks/{}", t["id"]), &u.access, &json!({"title": "new"})).await;
@@ -134,7 +134,7 @@ async fn concurrent_misses_share_one_load() {
         let (st, p, loads) = (st.clone(), p.clone(), loads.clone());
         tasks.push(tokio::spawn(async move {
             let probe =
-                st.revocation.check(&p, &st.cache.keys(Scope::Tasks(p.user_id), "shape")).await.expect("allowed");
+                st.revocation.check(&p, &st.cache.keys(Scope::Tasks(p.user_id), "shape"), None).await.expect("allowed");
             let Lookup::Miss(fill) = st.cache.lookup(Scope::Tasks(p.user_id), "shape", probe) else {
                 return;
             };
