@@ -364,6 +364,7 @@ impl App {
         state.background.spawn_loop(|cancel| trust.config_loop(cancel));
         let trust = state.trust.clone();
         state.background.spawn_loop(|cancel| trust.repair_loop(cancel));
+        state.background.spawn_loop(|cancel| state.passwords.release_loop(cancel));
         if let Some(external) = state.external.clone() {
             state.background.spawn_loop(|cancel| external.refresh_loop(cancel));
         }

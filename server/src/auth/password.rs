@@ -13,13 +13,13 @@
 //!   first, so a login storm costs cached reads little latency, while the
 //!   hashes still use every cycle the reactors leave (an idle server logs
 //!   in at the full rate). tokio's blocking pool cannot be given a priority.
-//! - **Memory, reused.** Each thread owns one Argon2 working memory
-//!   ([`Scratch`], allocated at its first hash) and reuses it hash after
-//!   hash. With fresh memory per hash the allocator kept the peak of every
-//!   storm resident; now the resident cost of hashing is fixed at
-//!   `HASH_CONCURRENCY` x the memory parameter. Returning the memory to the
-//!   OS after each hash would need `mmap` (unsafe here) or allocator
-//!   options; a fixed pool bounds it without either.
+//! - **Memory, reused, then returned.** The threads share a pool of Argon2
+//!   working memories ([`Scratch`]), at most one per thread, reused hash
+//!   after hash: with fresh memory per hash the allocator kept the peak of
+//!   every storm resident. While logins come, hashing costs at most
+//!   `HASH_CONCURRENCY` x the memory parameter (14 MiB on two cores); once
+//!   none has come for [`RELEASE_AFTER`], [`Passwords::release_loop`] lets
+//!   the pool go, and the server is back near its size before the storm.
 //!
 //! # Parameters
 //! Argon2id m=7 MiB, t=5, p=1: one of the configurations the OWASP Password
@@ -38,10 +38,11 @@ use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use argon2::password_hash::{Ident, Output, ParamsString, PasswordHash, SaltString, rand_core::OsRng};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::Instant;
-use tokio::sync::Semaphore;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// Memory per hash, KiB (OWASP: m=7 MiB, t=5, p=1).
 pub const ARGON2_MEMORY_KIB: u32 = 7_168;
@@ -137,19 +138,53 @@ impl Drop for QueueSlot<'_> {
 /// A hash to run on a hashing thread.
 type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
 
-/// Starts `n` hashing threads at the lowest priority, each with its own
-/// [`Scratch`] (allocated at its first job). They end when the sender is
-/// dropped, with the state that owns it, after the job they are running.
-fn spawn_threads(n: usize) -> anyhow::Result<mpsc::Sender<Job>> {
+/// How long without a hash before the working memories are let go. Short:
+/// allocating one again costs its page faults (about a millisecond for
+/// 7 MiB) against the tens of milliseconds of the hash that needs it.
+pub const RELEASE_AFTER: Duration = Duration::from_millis(300);
+
+/// mimalloc returns freed memory to the OS once its purge delay (1 s in
+/// v3) has passed, and only when it next frees a page of its own; a
+/// block of this size has a page of its own (over 512 KiB), so freeing one
+/// after the delay is what returns the pool's memory.
+const PURGE_NUDGE_BYTES: usize = 1 << 20;
+/// mimalloc's purge delay, and a margin.
+const PURGE_DELAY: Duration = Duration::from_millis(1100);
+
+/// The working memories not in use, and how many hashes have run.
+#[derive(Default)]
+struct Scratches {
+    free: Mutex<Vec<Scratch>>,
+    hashes: AtomicU64,
+    hashed: Notify,
+}
+
+impl Scratches {
+    fn take(&self) -> Scratch {
+        self.free.lock().ok().and_then(|mut f| f.pop()).unwrap_or_default()
+    }
+
+    fn give_back(&self, s: Scratch) {
+        if let Ok(mut f) = self.free.lock() {
+            f.push(s);
+        }
+        self.hashes.fetch_add(1, Ordering::AcqRel);
+        self.hashed.notify_one();
+    }
+}
+
+/// Starts `n` hashing threads at the lowest priority, sharing `scratches`.
+/// They end when the sender is dropped, with the state that owns it, after
+/// the job they are running.
+fn spawn_threads(n: usize, scratches: &Arc<Scratches>) -> anyhow::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..n {
-        let rx = Arc::clone(&rx);
+        let (rx, scratches) = (Arc::clone(&rx), Arc::clone(scratches));
         std::thread::Builder::new().name(format!("tollgate-hash-{i}")).spawn(move || {
             if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
                 tracing::warn!(error = ?e, "cannot lower the hashing thread's priority; logins compete with requests");
             }
-            let mut scratch: Option<Scratch> = None;
             loop {
                 let job = match rx.lock() {
                     Ok(rx) => rx.recv(),
@@ -158,10 +193,11 @@ fn spawn_threads(n: usize) -> anyhow::Result<mpsc::Sender<Job>> {
                 let Ok(job) = job else { return };
                 // A panicking hash costs its request (its answer channel is
                 // dropped: a 500), not the thread: the pool keeps its size.
-                let scratch = scratch.get_or_insert_with(Scratch::default);
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(scratch))).is_err() {
+                let mut scratch = scratches.take();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut scratch))).is_err() {
                     tracing::error!("a password hash panicked; the hashing thread carries on");
                 }
+                scratches.give_back(scratch);
             }
         })?;
     }
@@ -171,6 +207,7 @@ fn spawn_threads(n: usize) -> anyhow::Result<mpsc::Sender<Job>> {
 /// The bounded hashing pool.
 pub struct Passwords {
     jobs: mpsc::Sender<Job>,
+    scratches: Arc<Scratches>,
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
     queue_max: usize,
@@ -180,13 +217,54 @@ pub struct Passwords {
 impl Passwords {
     /// A pool of `concurrency` hashing threads.
     pub fn new(concurrency: usize, queue_max: usize, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let scratches = Arc::new(Scratches::default());
         Ok(Self {
-            jobs: spawn_threads(concurrency)?,
+            jobs: spawn_threads(concurrency, &scratches)?,
+            scratches,
             slots: Arc::new(Semaphore::new(concurrency)),
             queued: AtomicUsize::new(0),
             queue_max,
             metrics,
         })
+    }
+
+    /// Lets the working memories go once no hash has run for
+    /// [`RELEASE_AFTER`], and makes the allocator return them to the OS;
+    /// until `cancel`. A background loop.
+    pub fn release_loop(&self, cancel: CancellationToken) -> impl Future<Output = ()> + Send + 'static {
+        let scratches = Arc::clone(&self.scratches);
+        async move {
+            let sleep = async |d| {
+                tokio::select! {
+                    () = cancel.cancelled() => false,
+                    () = tokio::time::sleep(d) => true,
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = scratches.hashed.notified() => {}
+                }
+                loop {
+                    let seen = scratches.hashes.load(Ordering::Acquire);
+                    if !sleep(RELEASE_AFTER).await {
+                        return;
+                    }
+                    if scratches.hashes.load(Ordering::Acquire) == seen {
+                        break;
+                    }
+                }
+                let idle = scratches.free.lock().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
+                if idle.is_empty() {
+                    continue;
+                }
+                drop(idle);
+                if !sleep(PURGE_DELAY).await {
+                    return;
+                }
+                drop(std::hint::black_box(Vec::<u8>::with_capacity(PURGE_NUDGE_BYTES)));
+            }
+        }
     }
 
     async fn run<T: Send + 'static>(
@@ -254,6 +332,26 @@ mod tests {
         assert_eq!(pool.queued.load(Ordering::Acquire), 0, "no place leaked");
         drop(busy);
         assert!(pool.run(|_| ()).await.is_ok(), "the pool still serves");
+    }
+
+    #[tokio::test]
+    async fn the_working_memory_is_kept_through_a_storm_and_let_go_after() {
+        let pool = Passwords::new(2, 8, Arc::new(Metrics::new())).expect("threads");
+        let cancel = CancellationToken::new();
+        let release = tokio::spawn(pool.release_loop(cancel.clone()));
+        let held = || pool.scratches.free.lock().expect("lock").len();
+        for _ in 0..3 {
+            assert!(pool.verify(None, "x".into()).await.is_ok());
+        }
+        assert_eq!(held(), 1, "one hash at a time needed one memory, kept for the next");
+        let deadline = Instant::now() + RELEASE_AFTER * 10;
+        while held() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(RELEASE_AFTER / 4).await;
+        }
+        assert_eq!(held(), 0, "let go once idle");
+        assert!(pool.verify(None, "x".into()).await.is_ok(), "and made again when needed");
+        cancel.cancel();
+        release.await.expect("the loop ends when cancelled");
     }
 
     #[test]
