@@ -28,7 +28,7 @@ use crate::http::error::{ApiError, FieldError};
 use crate::http::{JsonBody, Resp, check_text, empty, json};
 use crate::state::{AppState, Caller};
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use hyper::StatusCode;
 use hyper::header::{CACHE_CONTROL, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -58,7 +58,7 @@ struct StatusBody {
 }
 
 fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    crate::http::time::Rfc3339::new(t).as_str().to_owned()
 }
 
 #[derive(Serialize)]

@@ -3,12 +3,13 @@
 //! from a missing one.
 
 use super::{Db, DbError};
-use chrono::{DateTime, SecondsFormat, Utc};
+use crate::http::time::Rfc3339;
+use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use tokio_postgres::Row;
 
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    s.serialize_str(Rfc3339::new(t).as_str())
 }
 
 fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {

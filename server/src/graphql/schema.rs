@@ -31,7 +31,7 @@ use async_graphql::{
     Context, ID, InputObject, InputValueError, InputValueResult, Object, Scalar, ScalarType, SimpleObject, Value,
 };
 use bytes::Bytes;
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -89,7 +89,7 @@ impl ScalarType for DateTime {
     }
 
     fn to_value(&self) -> Value {
-        Value::String(self.0.to_rfc3339_opts(SecondsFormat::Micros, true))
+        Value::String(crate::http::time::Rfc3339::new(&self.0).as_str().to_owned())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP layer: the listener and connection handling (`server`), routing
 //! by method and template (`router`), the error type (`error`), the OpenAPI
-//! document of the routes (`openapi`), and the
+//! document of the routes (`openapi`), times as the API writes them
+//! (`time`), the threads that answer connections (`lanes`), and the
 //! request and response helpers below that every handler uses.
 
 pub mod error;
@@ -8,6 +9,7 @@ pub mod lanes;
 pub mod openapi;
 pub mod router;
 pub mod server;
+pub mod time;
 
 use crate::http::error::{ApiError, FieldError};
 use bytes::Bytes;
