@@ -357,15 +357,21 @@ mod tests {
         let cancel = CancellationToken::new();
         let release = tokio::spawn(pool.release_loop(cancel.clone()));
         let held = || pool.scratches.free.lock().expect("lock").len();
+        let until = async |done: &dyn Fn(usize) -> bool| {
+            let deadline = Instant::now() + RELEASE_AFTER * 10;
+            while !done(held()) && Instant::now() < deadline {
+                tokio::time::sleep(RELEASE_AFTER / 20).await;
+            }
+            held()
+        };
         for _ in 0..3 {
             assert!(pool.verify(None, "x".into()).await.is_ok());
         }
-        assert_eq!(held(), 1, "one hash at a time needed one memory, kept for the next");
-        let deadline = Instant::now() + RELEASE_AFTER * 10;
-        while held() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(RELEASE_AFTER / 4).await;
-        }
-        assert_eq!(held(), 0, "let go once idle");
+        // A thread answers before it gives its memory back, so the next
+        // hash may find none free and make a second: one per thread at most.
+        let kept = until(&|n| n > 0).await;
+        assert!((1..=2).contains(&kept), "kept for the next hash, at most one per thread: {kept}");
+        assert_eq!(until(&|n| n == 0).await, 0, "let go once idle");
         assert!(pool.verify(None, "x".into()).await.is_ok(), "and made again when needed");
         cancel.cancel();
         release.await.expect("the loop ends when cancelled");
