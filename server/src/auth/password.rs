@@ -135,8 +135,8 @@ impl Drop for QueueSlot<'_> {
     }
 }
 
-/// A hash to run on a hashing thread.
-type Job = Box<dyn FnOnce(&mut Scratch) + Send>;
+/// A hash to run on a hashing thread, with the memory it runs in.
+type Job = (Scratch, Box<dyn FnOnce(&mut Scratch) + Send>);
 
 /// How long without a hash before the working memories are let go. Short:
 /// allocating one again costs its page faults (about a millisecond for
@@ -160,8 +160,8 @@ struct Scratches {
 }
 
 impl Scratches {
-    fn take(&self) -> Scratch {
-        self.free.lock().ok().and_then(|mut f| f.pop()).unwrap_or_default()
+    fn take(&self) -> Option<Scratch> {
+        self.free.lock().ok().and_then(|mut f| f.pop())
     }
 
     fn give_back(&self, s: Scratch) {
@@ -207,10 +207,9 @@ fn spawn_threads(n: usize, scratches: &Arc<Scratches>) -> anyhow::Result<mpsc::S
                     Ok(rx) => rx.recv(),
                     Err(_) => return,
                 };
-                let Ok(job) = job else { return };
+                let Ok((mut scratch, job)) = job else { return };
                 // A panicking hash costs its request (its answer channel is
                 // dropped: a 500), not the thread: the pool keeps its size.
-                let mut scratch = scratches.take();
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut scratch))).is_err() {
                     tracing::error!("a password hash panicked; the hashing thread carries on");
                 }
@@ -296,15 +295,27 @@ impl Passwords {
         drop(queued);
         let permit = permit.map_err(|e| ApiError::Internal(e.into()))?;
         // At most `concurrency` permits: every job sent finds a thread free.
+        let scratch = match self.scratches.take() {
+            Some(s) => s,
+            // Made at normal priority, off the hashing threads: a hashing
+            // thread faulting in 7 MiB under SCHED_IDLE, preempted while
+            // the kernel held the address space's lock for it, could stall
+            // every other thread's page faults and mappings behind it (a
+            // lane's cached reads: p99 37-43 ms during the first storm).
+            None => tokio::task::spawn_blocking(Scratch::default).await.map_err(|e| ApiError::Internal(e.into()))?,
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let hist = self.metrics.password_hash.clone();
-        let work: Job = Box::new(move |scratch| {
-            let _permit = permit;
-            let start = Instant::now();
-            let out = job(scratch);
-            hist.observe(start.elapsed().as_secs_f64());
-            let _ = tx.send(out);
-        });
+        let work: Job = (
+            scratch,
+            Box::new(move |scratch| {
+                let _permit = permit;
+                let start = Instant::now();
+                let out = job(scratch);
+                hist.observe(start.elapsed().as_secs_f64());
+                let _ = tx.send(out);
+            }),
+        );
         self.jobs.send(work).map_err(|_| ApiError::Internal(anyhow::anyhow!("the hashing threads are gone")))?;
         rx.await.map_err(|_| ApiError::Internal(anyhow::anyhow!("a hashing thread ended mid-hash")))
     }
