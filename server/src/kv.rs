@@ -117,11 +117,7 @@ impl ManageConnection for RedisManager {
             let run_id = info_field(&info, "run_id").unwrap_or_default();
             Ok(RedisConn { conn, broken: Arc::new(AtomicBool::new(false)), run_id: Arc::from(run_id) })
         };
-        match &self.home {
-            None => open.await,
-            // Gone only when that runtime is (a stopped lane).
-            Some(home) => home.spawn(open).await.map_err(|e| RedisError::from(std::io::Error::other(e)))?,
-        }
+        opened_on(self.home.as_ref(), open).await
     }
 
     async fn is_valid(&self, conn: &mut RedisConn) -> Result<(), RedisError> {
@@ -382,11 +378,24 @@ pub fn now_ms() -> u64 {
 
 /// TCP_NODELAY, which redis-rs leaves off: with Nagle, a command written
 /// while the previous one is unacknowledged waits for that ACK, and Redis
-/// delays a bare ACK by up to 40 ms. On a lane's connection, cached reads
-/// during a login storm met exactly such stalls (p99 33-43 ms in 1 run of
-/// 3, against about 2 ms).
+/// may delay a bare ACK by up to 40 ms. (Cached reads during a login storm
+/// showed 33-43 ms p99 stalls; this alone did not remove them all.)
 fn no_delay() -> redis::io::tcp::TcpSettings {
     redis::io::tcp::TcpSettings::default().set_nodelay(true)
+}
+
+/// Runs `open` on `home` when given, so the connection it makes (and the
+/// task redis-rs spawns for it) lives on that runtime; an error if that
+/// runtime has stopped (a lane that ended).
+async fn opened_on<T, F>(home: Option<&Handle>, open: F) -> Result<T, RedisError>
+where
+    F: Future<Output = Result<T, RedisError>> + Send + 'static,
+    T: Send + 'static,
+{
+    match home {
+        None => open.await,
+        Some(home) => home.spawn(open).await.unwrap_or_else(|e| Err(RedisError::from(std::io::Error::other(e)))),
+    }
 }
 
 fn broken_link(e: &RedisError) -> bool {
@@ -517,11 +526,7 @@ impl Kv {
         }
         let client = link.client.clone();
         let open = async move { client.get_async_connection().await };
-        let opened = match &link.home {
-            None => open.await,
-            Some(home) => home.spawn(open).await.unwrap_or_else(|e| Err(RedisError::from(std::io::Error::other(e)))),
-        };
-        match opened {
+        match opened_on(link.home.as_ref(), open).await {
             Ok(conn) => {
                 if let Ok(mut c) = link.conn.write() {
                     *c = Some(conn.clone());
