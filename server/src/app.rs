@@ -302,7 +302,7 @@ async fn build_state(config: Config, lanes: &Lanes) -> anyhow::Result<Arc<AppSta
     };
     let background = Background::new();
     let trust = Trust::new(kv.clone());
-    let passwords = Passwords::new(config.hash_concurrency, config.hash_queue_max, metrics.clone())
+    let passwords = Passwords::new(config.hash_concurrency, config.hash_nice, config.hash_queue_max, metrics.clone())
         .context("starting the password hashing threads")?;
     let tokens = Tokens::new(config.jwt_secret.expose().as_bytes(), config.access_ttl, config.refresh_ttl);
     let revocation = Revocation::new(

@@ -190,6 +190,11 @@ pub const SETTINGS: &[Setting] = &[
     s("HASH_CONCURRENCY", Derived("CPU count"), "password hashes at once"),
     s("HASH_QUEUE_MAX", Value("512"), "logins waiting for a hash slot before 503"),
     s(
+        "HASH_NICE",
+        Value("10"),
+        "nice value of the hashing threads (0-19): higher yields more CPU to requests during a login storm, and slows logins while requests keep the cores busy",
+    ),
+    s(
         "HTTP_THREADS",
         Derived("CPU count"),
         "lanes: threads that each answer their share of the connections on a runtime and Redis connection of their own; 0 answers them on the shared runtime",
@@ -360,6 +365,8 @@ pub struct Config {
     pub http_threads: usize,
     /// `HASH_QUEUE_MAX`.
     pub hash_queue_max: usize,
+    /// `HASH_NICE`.
+    pub hash_nice: i32,
     /// `MAX_CONNECTIONS`.
     pub max_connections: usize,
     /// `HEADER_READ_TIMEOUT_SECS`.
@@ -583,6 +590,7 @@ impl Config {
         let redis_timeout = r.millis("REDIS_TIMEOUT_MS", 1, 60_000);
         let hash_concurrency = r.number_or("HASH_CONCURRENCY", 1, 1024, cpus) as usize;
         let hash_queue_max = r.number("HASH_QUEUE_MAX", 1, 1_000_000) as usize;
+        let hash_nice = r.number("HASH_NICE", 0, 19) as i32;
         let http_threads = r.number_or("HTTP_THREADS", 0, 1024, cpus) as usize;
         let reserved = u64::from(pg_pool_size) + u64::from(redis_pool_size) + http_threads as u64 + 64;
         let from_fds = || open_file_limit().map_or(10_000, |n| n.saturating_sub(reserved).clamp(16, 1_000_000));
@@ -624,6 +632,7 @@ impl Config {
             hash_concurrency,
             http_threads,
             hash_queue_max,
+            hash_nice,
             max_connections,
             header_read_timeout,
             body_read_timeout,

@@ -8,11 +8,15 @@
 //! latency grow without bound.
 //!
 //! # Why threads of their own
-//! - **Priority.** They run at the lowest CPU priority (nice 19): on a
-//!   machine whose cores are all hashing, the reactors still get the CPU
-//!   first, so a login storm costs cached reads little latency, while the
-//!   hashes still use every cycle the reactors leave (an idle server logs
-//!   in at the full rate). tokio's blocking pool cannot be given a priority.
+//! - **Priority.** They run at a lower CPU priority, `HASH_NICE` (default
+//!   nice 10: a tenth of a request thread's scheduler weight, 110 against
+//!   1024). On a machine whose cores are all hashing, the reactors get the
+//!   CPU first, so a login storm costs cached reads little; the hashes still
+//!   use every cycle the reactors leave, so an idle server logs in at the
+//!   full rate. Not the lowest priority: at nice 19 (weight 15) a login
+//!   while requests kept both cores busy waited seconds for its hash (the
+//!   faults script's PostgreSQL scenario saw 2.3 s), and `SCHED_IDLE`
+//!   starves it outright. tokio's blocking pool cannot be given a priority.
 //! - **Memory, reused, then returned.** The threads share a pool of Argon2
 //!   working memories ([`Scratch`]), at most one per thread, reused hash
 //!   after hash: with fresh memory per hash the allocator kept the peak of
@@ -173,17 +177,18 @@ impl Scratches {
     }
 }
 
-/// Starts `n` hashing threads at the lowest priority, sharing `scratches`.
+/// Starts `n` hashing threads at nice value `nice`, sharing `scratches`.
 /// They end when the sender is dropped, with the state that owns it, after
 /// the job they are running.
-fn spawn_threads(n: usize, scratches: &Arc<Scratches>) -> anyhow::Result<mpsc::Sender<Job>> {
+fn spawn_threads(n: usize, nice: i32, scratches: &Arc<Scratches>) -> anyhow::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel::<Job>();
     let rx = Arc::new(Mutex::new(rx));
     for i in 0..n {
         let (rx, scratches) = (Arc::clone(&rx), Arc::clone(scratches));
         std::thread::Builder::new().name(format!("tollgate-hash-{i}")).spawn(move || {
-            if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
-                tracing::warn!(error = ?e, "cannot lower the hashing thread's priority; logins compete with requests");
+            // On Linux the nice value is per thread: `None` is this one.
+            if let Err(e) = rustix::process::setpriority_process(None, nice) {
+                tracing::warn!(error = %e, nice, "cannot lower the hashing thread's priority; logins compete with requests");
             }
             loop {
                 let job = match rx.lock() {
@@ -214,11 +219,11 @@ pub struct Passwords {
 }
 
 impl Passwords {
-    /// A pool of `concurrency` hashing threads.
-    pub fn new(concurrency: usize, queue_max: usize, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    /// A pool of `concurrency` hashing threads at nice value `nice`.
+    pub fn new(concurrency: usize, nice: i32, queue_max: usize, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let scratches = Arc::new(Scratches::default());
         Ok(Self {
-            jobs: spawn_threads(concurrency, &scratches)?,
+            jobs: spawn_threads(concurrency, nice, &scratches)?,
             scratches,
             slots: Arc::new(Semaphore::new(concurrency)),
             queued: AtomicUsize::new(0),
@@ -281,7 +286,7 @@ impl Passwords {
         let scratch = match self.scratches.take() {
             Some(s) => s,
             // Made at normal priority, off the hashing threads: a hashing
-            // thread faulting in 7 MiB at nice 19, preempted while the
+            // thread faulting in 7 MiB at a low priority, preempted while the
             // kernel held the address space's lock for it, could hold up
             // every other thread's page faults and mappings behind it.
             None => tokio::task::spawn_blocking(Scratch::default).await.map_err(|e| ApiError::Internal(e.into()))?,
@@ -332,7 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_waiter_gives_its_queue_place_back() {
-        let pool = Passwords::new(1, 2, Arc::new(Metrics::new())).expect("threads");
+        let pool = Passwords::new(1, 10, 2, Arc::new(Metrics::new())).expect("threads");
         let busy = pool.slots.clone().acquire_owned().await.expect("slot");
         for _ in 0..10 {
             // Each waiter queues behind the busy slot, then is dropped.
@@ -346,7 +351,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_working_memory_is_kept_through_a_storm_and_let_go_after() {
-        let pool = Passwords::new(2, 8, Arc::new(Metrics::new())).expect("threads");
+        let pool = Passwords::new(2, 10, 8, Arc::new(Metrics::new())).expect("threads");
         let cancel = CancellationToken::new();
         let release = tokio::spawn(pool.release_loop(cancel.clone()));
         let held = || pool.scratches.free.lock().expect("lock").len();
@@ -404,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_hash_costs_its_request_not_the_thread() {
-        let pool = Passwords::new(1, 8, Arc::new(Metrics::new())).expect("threads");
+        let pool = Passwords::new(1, 10, 8, Arc::new(Metrics::new())).expect("threads");
         let failed = pool.run(|_| -> () { panic!("boom") }).await;
         assert!(matches!(failed, Err(ApiError::Internal(_))), "{failed:?}");
         let h = pool.hash("pw-1234567".into()).await.expect("the one thread still hashes");
@@ -413,7 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_hashes_on_its_own_low_priority_threads() {
-        let pool = Passwords::new(2, 8, Arc::new(Metrics::new())).expect("threads");
+        let pool = Passwords::new(2, 13, 8, Arc::new(Metrics::new())).expect("threads");
         let name = pool.run(|_| std::thread::current().name().map(str::to_owned)).await.expect("runs");
         assert!(name.is_some_and(|n| n.starts_with("tollgate-hash-")));
         // Field 19 of /proc/thread-self/stat is the thread's nice value.
@@ -425,7 +430,7 @@ mod tests {
             .and_then(|r| r.split_whitespace().nth(16))
             .and_then(|n| n.parse().ok())
             .expect("nice");
-        assert_eq!(nice, 19, "the lowest priority: {stat}");
+        assert_eq!(nice, 13, "the configured nice value: {stat}");
         let h = pool.hash("pw-1234567".into()).await.expect("hash");
         assert!(pool.verify(Some(h), "pw-1234567".into()).await.expect("verify"));
         assert!(!pool.verify(None, "pw-1234567".into()).await.expect("verify"), "unknown email: never");

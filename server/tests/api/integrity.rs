@@ -114,7 +114,7 @@ async fn logins_whose_clients_hang_up_do_not_wedge_the_hash_queue() {
     .await;
     assert!(ok, "login answers 503 for good after clients hung up");
     // Jobs of hung-up logins may still hold the queue's few places for a
-    // moment (a hash at nice 19 on a busy machine); then a register passes.
+    // moment (a hash at a low priority on a busy machine); then a register passes.
     let email = format!("after-{}@example.com", u.id);
     let registered = eventually(Duration::from_secs(20), || async {
         let status = app.register(&email, PASSWORD).await.status();
