@@ -10,8 +10,8 @@
 //! # Why threads of their own
 //! - **Priority.** They run at a lower CPU priority, `HASH_NICE` (default
 //!   nice 10: a tenth of a request thread's scheduler weight, 110 against
-//!   1024). On a machine whose cores are all hashing, the reactors get the
-//!   CPU first, so a login storm costs cached reads little; the hashes still
+//!   1024). While requests want the cores, the reactors get most of the
+//!   CPU, so a login storm costs cached reads little; the hashes still
 //!   use every cycle the reactors leave, so an idle server logs in at the
 //!   full rate. Not the lowest priority: at nice 19 (weight 15) a login
 //!   while requests kept both cores busy waited seconds for its hash (the
@@ -186,8 +186,13 @@ fn spawn_threads(n: usize, nice: i32, scratches: &Arc<Scratches>) -> anyhow::Res
     for i in 0..n {
         let (rx, scratches) = (Arc::clone(&rx), Arc::clone(scratches));
         std::thread::Builder::new().name(format!("tollgate-hash-{i}")).spawn(move || {
-            // On Linux the nice value is per thread: `None` is this one.
-            if let Err(e) = rustix::process::setpriority_process(None, nice) {
+            // On Linux the nice value is per thread: `None` is this one. A
+            // server started nicer than `nice` keeps its own (raising the
+            // priority back would take a privilege, and is not ours to do).
+            let started = rustix::process::getpriority_process(None).unwrap_or(0);
+            if nice > started
+                && let Err(e) = rustix::process::setpriority_process(None, nice)
+            {
                 tracing::warn!(error = %e, nice, "cannot lower the hashing thread's priority; logins compete with requests");
             }
             loop {
