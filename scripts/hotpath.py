@@ -295,6 +295,8 @@ def main():
                      f'wrk.body = \'{json.dumps({"email": EMAIL, "password": PASSWORD})}\'\n')
         script.close()
         cores = os.cpu_count() or 1
+        # The storm runs a second on either side of the read beside it (for
+        # short runs too: the read must not start after the storm ended).
         read_secs = max(a.secs - 2, 1)
         n0, s0 = (metric_sum(main_srv.url, "password_hash_duration_seconds_" + k) for k in ("count", "sum"))
         storms = []
@@ -302,7 +304,7 @@ def main():
             idle = wrk(main_srv.url + "/tasks", read_secs, a.connections, 1, token)
             storm = {}
             def login_storm():
-                storm.update(wrk(main_srv.url + "/auth/login", a.secs, 2 * cores, 1, script=script.name))
+                storm.update(wrk(main_srv.url + "/auth/login", read_secs + 2, 2 * cores, 1, script=script.name))
             t = threading.Thread(target=login_storm)
             t.start()
             time.sleep(1)
