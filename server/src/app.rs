@@ -194,7 +194,7 @@ impl Pipeline {
         if access == Access::Admin && principal.role != Role::Admin {
             return Err(ApiError::Forbidden("This route is for administrators."));
         }
-        Ok(Some(Caller { principal, checked }))
+        Ok(Some(Caller { principal, checked, lane }))
     }
 
     async fn dispatch<B>(
@@ -284,8 +284,8 @@ fn finish(mut resp: Resp) -> Resp {
 /// (those are the start-up steps of [`App::build`]).
 async fn build_state(config: Config, lanes: &Lanes) -> anyhow::Result<Arc<AppState>> {
     let metrics = Arc::new(Metrics::new());
-    let db = Db::new(config.database_url.expose(), config.pg_pool_size, config.pool_timeout, metrics.clone())
-        .context("DATABASE_URL")?;
+    let (url, size, timeout) = (config.database_url.expose(), config.pg_pool_size, config.pool_timeout);
+    let db = Db::new(url, size, timeout, lanes.handles(), metrics.clone()).context("DATABASE_URL")?;
     let prefix = match &config.redis_key_prefix {
         Some(p) => p.clone(),
         None => format!("tg-{}", db.deployment_id().await.context("reading the deployment id")?),

@@ -179,7 +179,11 @@ pub const SETTINGS: &[Setting] = &[
     ),
     secret("ADMIN_PASSWORD", Unset, "see `ADMIN_EMAIL`"),
     s("MAX_SESSIONS_PER_USER", Value("100"), "live sessions per user; a login past it ends the oldest"),
-    s("PG_POOL_SIZE", Value("16"), "PostgreSQL connections"),
+    s(
+        "PG_POOL_SIZE",
+        Value("16"),
+        "pooled PostgreSQL connections, for writes and transactions (each lane also has one of its own, shared by its reads)",
+    ),
     s(
         "REDIS_POOL_SIZE",
         Derived("CPU count / 2, at least 1"),
@@ -197,7 +201,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "HTTP_THREADS",
         Derived("CPU count"),
-        "lanes: threads that each answer their share of the connections on a runtime and Redis connection of their own; 0 answers them on the shared runtime",
+        "lanes: threads that each answer their share of the connections on a runtime, Redis and PostgreSQL connection of their own; 0 answers them on the shared runtime",
     ),
     s("MAX_CONNECTIONS", Derived("the open-file limit less the pools and 64"), "open client connections"),
     s("HEADER_READ_TIMEOUT_SECS", Value("10"), "a client must send its request head within this"),

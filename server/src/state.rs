@@ -56,6 +56,9 @@ pub struct Caller {
     pub principal: Arc<Principal>,
     /// What the revocation round trip brought back besides "not revoked".
     pub checked: Checked,
+    /// The lane the request runs on (`http::lanes`), if any: its reads go
+    /// on that lane's PostgreSQL connection (`db::Db::read`).
+    pub lane: Option<usize>,
 }
 
 impl AppState {

@@ -317,7 +317,7 @@ pub async fn logout_all(st: &AppState, caller: Caller) -> Result<Resp, ApiError>
 /// `GET /me`.
 pub async fn me(st: &AppState, caller: Caller) -> Result<Resp, ApiError> {
     let p = &caller.principal;
-    let user = st.db.user_by_id(p.user_id).await?.ok_or(ApiError::invalid_token("user gone"))?;
+    let user = st.db.user_by_id(p.user_id, caller.lane).await?.ok_or(ApiError::invalid_token("user gone"))?;
     let mut out = UserOut::new(&user, true);
     if p.external.is_some() {
         // The provider's groups decide an external user's role, per token.

@@ -241,15 +241,16 @@ impl Revocation {
                 }
             }
         }
-        self.check_db(p).await?;
+        self.check_db(p, lane).await?;
         Ok(Checked::default())
     }
 
-    /// The same decision from PostgreSQL, in one query.
-    async fn check_db(&self, p: &Principal) -> Result<(), ApiError> {
+    /// The same decision from PostgreSQL, in one query (on the lane's
+    /// connection: with Redis out, every request asks here).
+    async fn check_db(&self, p: &Principal, lane: Option<usize>) -> Result<(), ApiError> {
         let state = match &p.external {
-            None => self.db.revocation_state(p.user_id, p.session_id).await?,
-            Some(key) => self.db.external_revocation_state(p.user_id, key).await?,
+            None => self.db.revocation_state(p.user_id, p.session_id, lane).await?,
+            Some(key) => self.db.external_revocation_state(p.user_id, key, lane).await?,
         };
         let revoked = match state {
             None => true,

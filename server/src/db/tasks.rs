@@ -96,10 +96,11 @@ pub struct Page {
 }
 
 impl Db {
-    /// One page of a user's tasks, or of everyone's when `uid` is None.
-    pub async fn list_tasks(&self, uid: Option<i64>, q: &Page) -> Result<Vec<Task>, DbError> {
+    /// One page of a user's tasks, or of everyone's when `uid` is None;
+    /// read on `lane` (see [`Db::read`]).
+    pub async fn list_tasks(&self, uid: Option<i64>, q: &Page, lane: Option<usize>) -> Result<Vec<Task>, DbError> {
         let rows = self
-            .with(async |c, st| match uid {
+            .read(lane, async |c, st| match uid {
                 Some(uid) => c.query(&st.list_tasks, &[&uid, &q.completed, &q.limit, &q.offset]).await,
                 None => c.query(&st.list_all_tasks, &[&q.completed, &q.limit, &q.offset]).await,
             })
@@ -107,9 +108,9 @@ impl Db {
         Ok(rows.iter().map(Task::from_row).collect())
     }
 
-    /// One task of its owner.
-    pub async fn get_task(&self, uid: i64, id: i64) -> Result<Option<Task>, DbError> {
-        let row = self.with(async |c, st| c.query_opt(&st.get_task, &[&id, &uid]).await).await?;
+    /// One task of its owner, read on `lane`.
+    pub async fn get_task(&self, uid: i64, id: i64, lane: Option<usize>) -> Result<Option<Task>, DbError> {
+        let row = self.read(lane, async |c, st| c.query_opt(&st.get_task, &[&id, &uid]).await).await?;
         Ok(row.as_ref().map(Task::from_row))
     }
 

@@ -180,9 +180,9 @@ impl Db {
         }))
     }
 
-    /// One user.
-    pub async fn user_by_id(&self, uid: i64) -> Result<Option<UserRow>, DbError> {
-        let row = self.with(async |c, st| c.query_opt(&st.user_by_id, &[&uid]).await).await?;
+    /// One user, read on `lane` (see [`Db::read`]).
+    pub async fn user_by_id(&self, uid: i64, lane: Option<usize>) -> Result<Option<UserRow>, DbError> {
+        let row = self.read(lane, async |c, st| c.query_opt(&st.user_by_id, &[&uid]).await).await?;
         Ok(row.as_ref().map(UserRow::from_row))
     }
 
@@ -240,9 +240,15 @@ impl Db {
         .await
     }
 
-    /// The revocation facts of (user, session); None for an unknown user.
-    pub async fn revocation_state(&self, uid: i64, sid: i64) -> Result<Option<RevocationState>, DbError> {
-        let row = self.with(async |c, st| c.query_opt(&st.revocation_state, &[&uid, &sid]).await).await?;
+    /// The revocation facts of (user, session), read on `lane`; None for an
+    /// unknown user.
+    pub async fn revocation_state(
+        &self,
+        uid: i64,
+        sid: i64,
+        lane: Option<usize>,
+    ) -> Result<Option<RevocationState>, DbError> {
+        let row = self.read(lane, async |c, st| c.query_opt(&st.revocation_state, &[&uid, &sid]).await).await?;
         Ok(row.map(|r| RevocationState {
             status: Status::from_db(r.get(0)),
             min_session_id: r.get(1),
@@ -251,14 +257,16 @@ impl Db {
     }
 
     /// The external revocation facts of one token (`token_key`, see
-    /// `auth::external`); None for an unknown user.
+    /// `auth::external`), read on `lane`; None for an unknown user.
     pub async fn external_revocation_state(
         &self,
         uid: i64,
         token_key: &str,
+        lane: Option<usize>,
     ) -> Result<Option<RevocationState>, DbError> {
-        let row =
-            self.with(async |c, st| c.query_opt(&st.external_revocation_state, &[&uid, &token_key]).await).await?;
+        let row = self
+            .read(lane, async |c, st| c.query_opt(&st.external_revocation_state, &[&uid, &token_key]).await)
+            .await?;
         Ok(row.map(|r| RevocationState {
             status: Status::from_db(r.get(0)),
             min_session_id: r.get(1),

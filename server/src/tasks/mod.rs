@@ -54,7 +54,7 @@ pub async fn list(st: &AppState, caller: Caller, plan: ListPlan) -> Result<Resp,
     match st.cache.lookup(Scope::Tasks(uid), &shape, caller.checked) {
         Lookup::Hit(body) => Ok(json_bytes(StatusCode::OK, body)),
         Lookup::Miss(fill) => {
-            let load = async { encode(&st.db.list_tasks(Some(uid), &q).await?) };
+            let load = async { encode(&st.db.list_tasks(Some(uid), &q, caller.lane).await?) };
             // Boxed: the miss path's future (PostgreSQL, single flight, the
             // fill) is ~7 KB; inline, every hit would carry and move it.
             let body = Box::pin(st.cache.load(Scope::Tasks(uid), &shape, fill, load)).await?;
@@ -82,7 +82,7 @@ where
 
 /// `GET /tasks/{id}`: always from PostgreSQL, so read-your-writes is trivial.
 pub async fn get(st: &AppState, caller: Caller, id: i64) -> Result<Resp, ApiError> {
-    let task = st.db.get_task(caller.principal.user_id, id).await?.ok_or(ApiError::NotFound)?;
+    let task = st.db.get_task(caller.principal.user_id, id, caller.lane).await?.ok_or(ApiError::NotFound)?;
     json(StatusCode::OK, &task)
 }
 
@@ -114,6 +114,6 @@ pub async fn delete(st: &AppState, caller: Caller, id: i64) -> Result<Resp, ApiE
 /// says so), never cached.
 pub async fn admin_list(st: &AppState, query: Option<&str>) -> Result<Resp, ApiError> {
     let q = ListQuery::parse(query)?;
-    let tasks = st.db.list_tasks(None, &q).await?;
+    let tasks = st.db.list_tasks(None, &q, None).await?;
     json(StatusCode::OK, &tasks)
 }

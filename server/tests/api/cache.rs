@@ -114,7 +114,7 @@ async fn a_load_that_raced_a_write_is_never_served() {
     let shape = q.shape();
     let probe = st.revocation.check(&p, &st.cache.keys(Scope::Tasks(p.user_id), &shape), None).await.expect("allowed");
     let Lookup::Miss(fill) = st.cache.lookup(Scope::Tasks(p.user_id), &shape, probe) else { panic!("expected a miss") };
-    let stale = serde_json::to_vec(&st.db.list_tasks(Some(p.user_id), &q).await.expect("load")).expect("encode");
+    let stale = serde_json::to_vec(&st.db.list_tasks(Some(p.user_id), &q, None).await.expect("load")).expect("encode");
     let r = app.patch(&format!("/tasks/{}", t["id"]), &u.access, &json!({"title": "new"})).await;
     assert_eq!(r.status(), 200);
     st.cache.load(Scope::Tasks(p.user_id), &shape, fill, async { Ok(Bytes::from(stale)) }).await.expect("stored");

@@ -33,6 +33,10 @@ async fn postgres_unreachable_is_503_quickly_and_recovers() {
 async fn a_broken_schema_is_a_500_problem_without_details() {
     let app = spawn_app().await;
     let u = app.new_user().await;
+    // Opens the connection the read below runs on (its lane's, on the same
+    // keep-alive connection), which prepares every statement: after the
+    // sabotage no new connection could (503 at the pool timeout).
+    assert_eq!(app.get("/tasks/1", &u.access).await.status(), 404);
     app.sql().await.execute("ALTER TABLE tasks RENAME COLUMN title TO headline", &[]).await.expect("sabotage");
     let r = app.get("/tasks/1", &u.access).await;
     assert_eq!(r.status(), 500);
@@ -81,13 +85,42 @@ async fn an_exhausted_pool_answers_503_after_the_checkout_timeout() {
             .map(|r| r.status().as_u16())
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // A write: reads on a lane have the lane's own connection (see below).
     let start = Instant::now();
-    let r = app.get("/me", &admin).await;
+    let r = app.post("/tasks", Some(&admin), &json!({"title": "waits for the pool"})).await;
     assert_eq!(r.status(), 503, "no connection within the checkout timeout");
     assert!(start.elapsed() < Duration::from_secs(3), "answered, not piled up: {:?}", start.elapsed());
     tx.rollback().await.expect("release");
     assert_eq!(held.await.expect("join").expect("answered"), 200, "the held request completes once unblocked");
     assert_eq!(app.get("/me", &admin).await.status(), 200);
+}
+
+/// Reads go on their lane's own PostgreSQL connection (`db::Db::read`),
+/// shared by the lane's requests. One that PostgreSQL has ended is replaced
+/// before the next read instead of failing it, on every lane.
+#[tokio::test]
+async fn reads_survive_postgres_ending_the_servers_connections() {
+    let app = spawn_app().await;
+    let u = app.new_user().await;
+    // A new client per request: connections are dealt to the lanes in turn.
+    let me = || async {
+        let r = reqwest::Client::new().get(app.at("/me")).bearer_auth(&u.access).send().await.expect("request");
+        r.status().as_u16()
+    };
+    for _ in 0..4 {
+        assert_eq!(me().await, 200, "every lane has opened its connection");
+    }
+    let sql = app.sql().await;
+    let others = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()";
+    assert!(!sql.query(others, &[]).await.expect("activity").is_empty());
+    sql.execute(&format!("SELECT pg_terminate_backend(pid) FROM ({others}) o"), &[]).await.expect("terminate");
+    let gone =
+        eventually(Duration::from_secs(5), || async { sql.query(others, &[]).await.expect("activity").is_empty() });
+    assert!(gone.await, "PostgreSQL ended the server's connections");
+    tokio::time::sleep(Duration::from_millis(100)).await; // the lanes have read the news
+    for i in 0..4 {
+        assert_eq!(me().await, 200, "read {i} after the connections ended");
+    }
 }
 
 #[tokio::test]
