@@ -330,7 +330,7 @@ pub struct Db {
     /// One shared connection per lane, in the lanes' order.
     lanes: Arc<[Pool<LaneManager>]>,
     metrics: Arc<Metrics>,
-    /// Statements sent ([`Db::with`] calls), for the tests that bound the
+    /// Statements sent ([`Db::with`] and [`Db::read`] calls), for the tests that bound the
     /// statements of a request (the GraphQL N+1 test).
     sent: Arc<AtomicU64>,
 }
@@ -382,7 +382,7 @@ impl Db {
         DbError::Pg(e)
     }
 
-    /// How many times [`Db::with`] has run: the statements sent, since each
+    /// How many times [`Db::with`] or [`Db::read`] has run: the statements sent, since each
     /// function of the submodules sends one per call (a transaction counts
     /// its statements as one).
     pub fn statements_sent(&self) -> u64 {
