@@ -263,7 +263,7 @@ impl External {
     }
 
     /// Verifies `token` with the keys we have; a `kid` we do not have
-    /// fetches the keys again first (see [`External::refetch_for_unknown_kid`]).
+    /// fetches the keys again first (see `External::refetch_for_unknown_kid`).
     pub async fn verify(&self, token: &str) -> Result<ExternalToken, Refusal> {
         match self.key_set().verify(&self.cfg, token, unix_now()) {
             Err(Refusal::Invalid(UNKNOWN_KID)) => {

@@ -12,7 +12,7 @@
 //! concurrent requests are pipelined on one socket (tokio-postgres writes
 //! every queued statement before it flushes), and the statement, its rows
 //! and the request they wake stay on one thread. Only single read
-//! statements of the hot GET paths go there ([`Db::read`]); transactions
+//! statements of the hot GET paths go there (`Db::read`); transactions
 //! and writes check out of the pool. Against the pool alone (2 cores, wrk
 //! -c64, 3 interleaved rounds): `GET /me` went from 19.5k to 29.3k req/s,
 //! cache misses of `GET /tasks` from 13.2k to 14.6k.
@@ -21,7 +21,7 @@
 //! Every statement is declared once below; each has one small typed function
 //! in the submodule of its table ([`users`], [`sessions`], [`tasks`]), and
 //! nothing outside this module touches a client. Checkout and error
-//! counting happen in one place ([`Db::with`]).
+//! counting happen in one place (`Db::with`).
 
 pub mod external;
 pub mod posts;
@@ -330,7 +330,7 @@ pub struct Db {
     /// One shared connection per lane, in the lanes' order.
     lanes: Arc<[Pool<LaneManager>]>,
     metrics: Arc<Metrics>,
-    /// Statements sent ([`Db::with`] and [`Db::read`] calls), for the tests that bound the
+    /// Statements sent (`Db::with` and `Db::read` calls), for the tests that bound the
     /// statements of a request (the GraphQL N+1 test).
     sent: Arc<AtomicU64>,
 }
@@ -382,7 +382,7 @@ impl Db {
         DbError::Pg(e)
     }
 
-    /// How many times [`Db::with`] or [`Db::read`] has run: the statements sent, since each
+    /// How many times `Db::with` or `Db::read` has run: the statements sent, since each
     /// function of the submodules sends one per call (a transaction counts
     /// its statements as one).
     pub fn statements_sent(&self) -> u64 {

@@ -97,7 +97,7 @@ pub struct Page {
 
 impl Db {
     /// One page of a user's tasks, or of everyone's when `uid` is None;
-    /// read on `lane` (see [`Db::read`]).
+    /// read on `lane` (see `Db::read`).
     pub async fn list_tasks(&self, uid: Option<i64>, q: &Page, lane: Option<usize>) -> Result<Vec<Task>, DbError> {
         let rows = self
             .read(lane, async |c, st| match uid {

@@ -180,7 +180,7 @@ impl Db {
         }))
     }
 
-    /// One user, read on `lane` (see [`Db::read`]).
+    /// One user, read on `lane` (see `Db::read`).
     pub async fn user_by_id(&self, uid: i64, lane: Option<usize>) -> Result<Option<UserRow>, DbError> {
         let row = self.read(lane, async |c, st| c.query_opt(&st.user_by_id, &[&uid]).await).await?;
         Ok(row.as_ref().map(UserRow::from_row))
