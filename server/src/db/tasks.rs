@@ -7,6 +7,7 @@ use crate::http::time::Rfc3339;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use tokio_postgres::Row;
+use tokio_postgres::types::FromSql;
 
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(Rfc3339::new(t).as_str())
@@ -19,18 +20,20 @@ fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, 
     }
 }
 
-/// A task as stored, and as sent (camelCase, RFC 3339 UTC times).
+/// A task as stored, and as sent (camelCase, RFC 3339 UTC times). Its
+/// text is owned (`String`), or borrowed from the row it was read from
+/// (`&str`, see [`TaskPage`]).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct Task {
+pub struct Task<S = String> {
     /// Id.
     pub id: i64,
     /// Owner.
     pub user_id: i64,
     /// Title, trimmed.
-    pub title: String,
+    pub title: S,
     /// Optional description.
-    pub description: Option<String>,
+    pub description: Option<S>,
     /// Done?
     pub is_completed: bool,
     /// Optional due date.
@@ -44,9 +47,9 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Task {
+impl<'a, S: FromSql<'a>> Task<S> {
     /// From a row of `db::TASK_COLUMNS`.
-    pub fn from_row(r: &Row) -> Self {
+    pub fn from_row(r: &'a Row) -> Self {
         Self {
             id: r.get(0),
             user_id: r.get(1),
@@ -57,6 +60,17 @@ impl Task {
             created_at: r.get(6),
             updated_at: r.get(7),
         }
+    }
+}
+
+/// A page of tasks as PostgreSQL sent it, serialized straight from the
+/// rows: each task borrows its text from its row, so a page read on a cache
+/// miss is encoded without a `String` per title and description.
+pub struct TaskPage(Vec<Row>);
+
+impl Serialize for TaskPage {
+    fn serialize<Ser: Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        s.collect_seq(self.0.iter().map(Task::<&str>::from_row))
     }
 }
 
@@ -98,14 +112,14 @@ pub struct Page {
 impl Db {
     /// One page of a user's tasks, or of everyone's when `uid` is None;
     /// read on `lane` (see `Db::read`).
-    pub async fn list_tasks(&self, uid: Option<i64>, q: &Page, lane: Option<usize>) -> Result<Vec<Task>, DbError> {
+    pub async fn list_tasks(&self, uid: Option<i64>, q: &Page, lane: Option<usize>) -> Result<TaskPage, DbError> {
         let rows = self
             .read(lane, async |c, st| match uid {
                 Some(uid) => c.query(&st.list_tasks, &[&uid, &q.completed, &q.limit, &q.offset]).await,
                 None => c.query(&st.list_all_tasks, &[&q.completed, &q.limit, &q.offset]).await,
             })
             .await?;
-        Ok(rows.iter().map(Task::from_row).collect())
+        Ok(TaskPage(rows))
     }
 
     /// One task of its owner, read on `lane`.

@@ -17,9 +17,9 @@ use crate::state::{AppState, Caller};
 use bytes::Bytes;
 use hyper::StatusCode;
 use hyper::header::{HeaderValue, LOCATION};
-use model::{ListQuery, NewTaskBody, Task, TaskPatchBody};
+use model::{ListQuery, NewTaskBody, TaskPage, TaskPatchBody};
 
-fn encode(tasks: &[Task]) -> Result<Bytes, ApiError> {
+fn encode(tasks: &TaskPage) -> Result<Bytes, ApiError> {
     serde_json::to_vec(tasks).map(Bytes::from).map_err(|e| ApiError::Internal(e.into()))
 }
 

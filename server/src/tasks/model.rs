@@ -2,7 +2,7 @@
 //! validation (API.md: title 1..200 chars after trim, description <= 2000,
 //! dueDate RFC 3339; limit 1..100, default 50; offset >= 0).
 
-pub use crate::db::tasks::{NewTask, Page, Task, TaskPatch};
+pub use crate::db::tasks::{NewTask, Page, Task, TaskPage, TaskPatch};
 use crate::http::error::{ApiError, FieldError};
 use crate::http::{check_text, present};
 use chrono::{DateTime, Utc};
