@@ -114,6 +114,8 @@ pub async fn delete(st: &AppState, caller: Caller, id: i64) -> Result<Resp, ApiE
 /// says so), never cached.
 pub async fn admin_list(st: &AppState, query: Option<&str>) -> Result<Resp, ApiError> {
     let q = ListQuery::parse(query)?;
+    // On the pool, not a lane's connection: a page of everyone's tasks is
+    // not a small look-up to queue the lane's other reads behind.
     let tasks = st.db.list_tasks(None, &q, None).await?;
     json(StatusCode::OK, &tasks)
 }
