@@ -213,6 +213,13 @@ pub struct PgConn {
     pub st: Statements,
 }
 
+impl PgConn {
+    /// A round trip that runs nothing (the managers' `is_valid`).
+    async fn ping(&self) -> Result<(), tokio_postgres::Error> {
+        self.client.simple_query("").await.map(drop)
+    }
+}
+
 /// bb8 manager: opens through bb8-postgres, then prepares [`Statements`].
 pub struct PgManager {
     inner: PostgresConnectionManager<NoTls>,
@@ -247,7 +254,7 @@ impl ManageConnection for PgManager {
     }
 
     async fn is_valid(&self, conn: &mut PgConn) -> Result<(), Self::Error> {
-        conn.client.simple_query("").await.map(|_| ())
+        conn.ping().await
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
@@ -269,7 +276,7 @@ impl ManageConnection for LaneManager {
     }
 
     async fn is_valid(&self, conn: &mut Arc<PgConn>) -> Result<(), Self::Error> {
-        conn.client.simple_query("").await.map(|_| ())
+        conn.ping().await
     }
 
     fn has_broken(&self, conn: &mut Arc<PgConn>) -> bool {
