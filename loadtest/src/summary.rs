@@ -955,6 +955,20 @@ mod tests {
         }
     }
 
+    /// `report` redraws a run from its summary.json and must draw what the
+    /// run drew. 99.94999999999999 prints as "99.9"; serde_json's default
+    /// parser read it back one unit in the last place off, which printed
+    /// "100.0" (a redrawn report differed from the original in CI).
+    #[test]
+    fn a_summary_reads_back_exactly_what_was_written() {
+        let s = summary(1000.0, 99.94999999999999);
+        let text = serde_json::to_string(&s).expect("written");
+        let back: Summary = serde_json::from_str(&text).expect("read back");
+        let p99 = |s: &Summary| s.scenarios[0].by_request[0].p99_ms;
+        assert_eq!(p99(&back).to_bits(), p99(&s).to_bits(), "{} read back as {}", p99(&s), p99(&back));
+        assert_eq!(format!("{:.1}", p99(&back)), "99.9");
+    }
+
     #[test]
     fn a_regression_reads_the_same_in_markdown_and_junit() {
         let (base, mut cur) = (summary(1000.0, 5.0), summary(850.0, 5.0));
