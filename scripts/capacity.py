@@ -33,48 +33,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hotpath import ROOT, TICK, Server, die, free_port, http, set_up, summary, wait_ready, wrk  # noqa: E402
-
-
-def tree_ticks(root_pid):
-    """utime + stime of a process and all its descendants."""
-    children = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append((int(pid), int(fields[11]) + int(fields[12])))
-    total, todo = 0, [root_pid]
-    try:
-        with open(f"/proc/{root_pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total = int(fields[11]) + int(fields[12])
-    except OSError:
-        pass
-    while todo:
-        for pid, ticks in children.get(todo.pop(), []):
-            total += ticks
-            todo.append(pid)
-    return total
-
-
-def redis_pid():
-    url = os.environ["REDIS_URL"]
-    argv = ["redis-cli", "-s", url[len("unix://"):]] if url.startswith("unix://") else ["redis-cli", "-u", url]
-    info = subprocess.run(argv + ["INFO", "server"], capture_output=True, text=True, timeout=10).stdout
-    return int(next(l.split(":")[1] for l in info.splitlines() if l.startswith("process_id:")))
-
-
-def postmaster_pid():
-    """From the data directory's postmaster.pid (readable on the machine
-    that runs PostgreSQL, which is the only one this script measures)."""
-    psql = os.path.join(os.environ.get("PG_BINDIR", "/usr/bin"), "psql")
-    data = subprocess.run([psql, os.environ["DATABASE_URL"], "-Atc", "SHOW data_directory"],
-                          capture_output=True, text=True, timeout=10).stdout.strip()
-    with open(os.path.join(data, "postmaster.pid")) as f:
-        return int(f.readline())
+from hotpath import (ROOT, TICK, Server, die, free_port, http, postmaster_pid, redis_pid, set_up,  # noqa: E402
+                     summary, tree_ticks, wait_ready, wrk)
 
 
 def main():

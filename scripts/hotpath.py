@@ -8,9 +8,14 @@ benches/examples/bare.rs answering a body of the cached page's size, and,
 with --base-bin, another build of the server (its own database) to compare
 against. Then, in interleaved rounds (A B C ... A B C, each with a warm-up),
 wrk measures each path, and pgbench -S -M prepared the database's own
-ceiling (and pgbench of the miss path's SELECT, that statement's). Per path: req/s, p50 and p99 (medians over the rounds, with their
-spread) and the server's CPU microseconds per request (utime + stime from
-/proc/PID/stat over the round, divided by the requests wrk counted).
+ceiling (and pgbench of the miss path's SELECT, that statement's). Per
+path: req/s, p50 and p99 (medians over the rounds, with their spread) and
+the CPU microseconds per request of each process on it, from /proc over the
+round, divided by the requests wrk (or pgbench) counted: the server,
+PostgreSQL (postmaster and backends), Redis, and the client making the load.
+On a saturated machine they add up to its cores, so the miss path's columns
+show where its budget goes (the line after the ratios: what 50 % of pgbench
+-S leaves per request, against what it takes).
 
 Then logins: a storm of correct logins (Argon2id) measures login req/s
 against cores / mean hash time (from the server's own histogram), and the
@@ -33,6 +38,7 @@ import glob
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -142,15 +148,77 @@ def wrk(url, secs, conns, threads, token=None, script=None, check=True):
     return result
 
 
-def measured(server, url, a, token=None, script=None, conns=None):
-    """One warmed-up wrk round with the server's CPU per request."""
+class Others:
+    """The CPU of what a request passes through besides the server:
+    PostgreSQL (the postmaster and its backends), Redis, and the client
+    making the load (wrk or pgbench: this script's children, counted once
+    they have exited), in seconds. With the server's, it accounts for the
+    machine: on a saturated one the columns add up to its cores."""
+
+    def __init__(self):
+        self.postgres, self.redis = postmaster_pid(), redis_pid()
+
+    def seconds(self):
+        c = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {"pg": tree_ticks(self.postgres) / TICK, "redis": tree_ticks(self.redis) / TICK,
+                "client": c.ru_utime + c.ru_stime}
+
+    def per_request(self, before, n, into):
+        """Adds `pg_us`, `redis_us` and `client_us` per request since `before`."""
+        after = self.seconds()
+        for k, v in after.items():
+            into[f"{k}_us"] = (v - before[k]) * 1e6 / max(n, 1)
+        return into
+
+
+def measured(server, url, a, others, token=None, script=None, conns=None):
+    """One warmed-up wrk round with the CPU per request of the server and
+    of the processes around it ([`Others`])."""
     conns = conns or a.connections
     wrk(url, a.warmup, conns, a.threads, token, script)
-    before = server.cpu_ticks() if server else 0
+    before, around = server.cpu_ticks(), others.seconds()
     r = wrk(url, a.secs, conns, a.threads, token, script)
-    if server:
-        r["cpu_us_per_req"] = (server.cpu_ticks() - before) * 1e6 / TICK / max(r["requests"], 1)
-    return r
+    r["cpu_us_per_req"] = (server.cpu_ticks() - before) * 1e6 / TICK / max(r["requests"], 1)
+    return others.per_request(around, r["requests"], r)
+
+
+def tree_ticks(root_pid):
+    """CPU ticks of a process and all its descendants: utime + stime of each
+    live one, plus cutime + cstime (what each has reaped). So PostgreSQL's
+    backends count after they exited too (pgbench's close at its end, and
+    their CPU moves to the postmaster), without counting anything twice."""
+    children, own = {}, {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        own[int(pid)] = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+        children.setdefault(int(fields[1]), []).append(int(pid))
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        total += own.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
+
+
+def redis_pid():
+    url = os.environ["REDIS_URL"]
+    argv = ["redis-cli", "-s", url[len("unix://"):]] if url.startswith("unix://") else ["redis-cli", "-u", url]
+    info = subprocess.run(argv + ["INFO", "server"], capture_output=True, text=True, timeout=10).stdout
+    return int(next(l.split(":")[1] for l in info.splitlines() if l.startswith("process_id:")))
+
+
+def postmaster_pid():
+    """From the data directory's postmaster.pid (readable on the machine
+    that runs PostgreSQL, which is the only one this script measures)."""
+    psql = os.path.join(os.environ.get("PG_BINDIR", "/usr/bin"), "psql")
+    data = subprocess.run([psql, os.environ["DATABASE_URL"], "-Atc", "SHOW data_directory"],
+                          capture_output=True, text=True, timeout=10).stdout.strip()
+    with open(os.path.join(data, "postmaster.pid")) as f:
+        return int(f.readline())
 
 
 def pgbench_bin():
@@ -242,33 +310,37 @@ def main():
             servers.append(base)
             wait_ready(base.url, base.proc)
             base_token, _ = set_up(base.url)
+        others = Others()
         pgbench = pgbench_bin()
         subprocess.run(["psql", db_url, "-qc", "DROP DATABASE IF EXISTS pgbench"], check=True, capture_output=True)
         subprocess.run(["psql", db_url, "-qc", "CREATE DATABASE pgbench"], check=True, capture_output=True)
         subprocess.run([pgbench, "-i", "-q", "-s", "1", f"{db_base}/pgbench"], check=True, capture_output=True)
 
         paths = [
-            ("bare", f"bare server ({body_size} B body)", lambda: measured(bare, bare.url + "/", a)),
-            ("healthz", "GET /healthz", lambda: measured(main_srv, main_srv.url + "/healthz", a)),
-            ("cached", "GET /tasks, cached", lambda: measured(main_srv, main_srv.url + "/tasks", a, token)),
-            ("me", "GET /me", lambda: measured(main_srv, main_srv.url + "/me", a, token)),
-            ("miss", "GET /tasks, CACHE_BACKEND=off", lambda: measured(miss_srv, miss_srv.url + "/tasks", a, token)),
+            ("bare", f"bare server ({body_size} B body)", lambda: measured(bare, bare.url + "/", a, others)),
+            ("healthz", "GET /healthz", lambda: measured(main_srv, main_srv.url + "/healthz", a, others)),
+            ("cached", "GET /tasks, cached", lambda: measured(main_srv, main_srv.url + "/tasks", a, others, token)),
+            ("me", "GET /me", lambda: measured(main_srv, main_srv.url + "/me", a, others, token)),
+            ("miss", "GET /tasks, CACHE_BACKEND=off", lambda: measured(miss_srv, miss_srv.url + "/tasks", a, others, token)),
         ]
         if uds:
             paths.insert(3, ("cached_uds", "GET /tasks, cached, Redis socket",
-                             lambda: measured(uds, uds.url + "/tasks", a, token)))
+                             lambda: measured(uds, uds.url + "/tasks", a, others, token)))
         if base:
             paths.append(("base_cached", "GET /tasks, cached (--base-bin)",
-                          lambda: measured(base, base.url + "/tasks", a, base_token)))
+                          lambda: measured(base, base.url + "/tasks", a, others, base_token)))
 
         def pgbench_round(url, *how):
             conns = str(min(a.connections, 32))
             args = [pgbench, *how, "-M", "prepared", "-n", "-c", conns, "-j", str(a.threads), "-T"]
             subprocess.run(args + [str(a.warmup), url], capture_output=True, timeout=a.warmup + 60)
+            around = others.seconds()
             out = subprocess.run(args + [str(a.secs), url], capture_output=True, text=True,
                                  timeout=a.secs + 60).stdout
             m = re.search(r"tps = ([\d.]+)", out)
-            return {"rps": float(m.group(1)) if m else float("nan")}
+            n = re.search(r"number of transactions actually processed: (\d+)", out)
+            return others.per_request(around, int(n.group(1)) if n else 0,
+                                      {"rps": float(m.group(1)) if m else float("nan")})
         paths.append(("pgbench", "pgbench -S -M prepared", lambda: pgbench_round(f"{db_base}/pgbench", "-S")))
         # The miss path's own statement, as the server sends it, for its
         # user: what PostgreSQL alone does with it is the miss path's real
@@ -372,7 +444,10 @@ def main():
         for s in servers:
             s.stop()
 
-    med = {k: {m: summary([x.get(m, float("nan")) for x in v]) for m in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+    cpu_keys = ("cpu_us_per_req", "pg_us", "redis_us", "client_us")
+    for x in (x for v in rounds.values() for x in v):
+        x["all_us"] = sum(x[k] for k in cpu_keys if x.get(k, float("nan")) == x.get(k, float("nan")))
+    med = {k: {m: summary([x.get(m, float("nan")) for x in v]) for m in ("rps", "p50_ms", "p99_ms", *cpu_keys, "all_us")}
            for k, v in rounds.items()}
     ratio = lambda x, y: med[x]["rps"]["median"] / med[y]["rps"]["median"]
     result = {
@@ -388,6 +463,12 @@ def main():
                   "p99_ratio": storm_med["ratio"], "storm_rounds": storms,
                   "one_login_under_read_load_ms": {"n": len(busy_ms), "median": statistics.median(busy_ms),
                                                    "max": max(busy_ms)}},
+        # What the miss target leaves per request, against what it takes:
+        # on a saturated machine the columns add up to its cores.
+        "miss_budget": {"target_rps": med["pgbench"]["rps"]["median"] / 2,
+                        "budget_us": cores * 2e6 / med["pgbench"]["rps"]["median"],
+                        "server_us": med["miss"]["cpu_us_per_req"]["median"],
+                        **{k: med["miss"][k]["median"] for k in ("pg_us", "redis_us", "client_us", "all_us")}},
         "rss_mib": {"idle": rss_idle, "idle_after_login_storm": rss_after_storm, "peak_256_connections": peak[0]},
     }
     if a.json:
@@ -395,19 +476,26 @@ def main():
         return
     print(f"hotpath: {a.rounds} interleaved rounds of {a.secs} s (+{a.warmup} s warm-up), wrk -t{a.threads} "
           f"-c{a.connections}, {cores} cores shared by everything; medians (min..max)")
-    print(f"{'path':<34} {'req/s (min..max)':>26} {'p50 ms':>7} {'p99 ms':>7} {'CPU µs/req':>11}")
+    print(f"{'':<34} {'':>26} {'':>7} {'':>7}  CPU µs per request (pgbench: per statement)")
+    print(f"{'path':<34} {'req/s (min..max)':>26} {'p50 ms':>7} {'p99 ms':>7} {'server':>7} {'pg':>6} {'redis':>6} "
+          f"{'client':>6} {'all':>6}")
+    cell = lambda v, w: f"{'' if v != v else f'{v:.1f}':>{w}}"
     for k, label, _ in paths:
         m = med[k]
         rps = f"{m['rps']['median']:,.0f} ({m['rps']['min']:,.0f}..{m['rps']['max']:,.0f})"
-        cpu = m["cpu_us_per_req"]["median"]
-        print(f"{label:<34} {rps:>26} {m['p50_ms']['median']:>7.2f} {m['p99_ms']['median']:>7.2f} "
-              f"{'' if cpu != cpu else f'{cpu:.1f}':>11}")
+        p50, p99 = (m[q]["median"] for q in ("p50_ms", "p99_ms"))
+        print(f"{label:<34} {rps:>26} {'' if p50 != p50 else f'{p50:.2f}':>7} {'' if p99 != p99 else f'{p99:.2f}':>7} "
+              + " ".join(cell(m[c]["median"], w) for c, w in zip((*cpu_keys, "all_us"), (7, 6, 6, 6, 6))))
     r = result["ratios"]
     print(f"cached / bare: {r['cached_over_bare']:.1%} (target 50 %)"
           + (f", with Redis over a Unix socket {r['cached_uds_over_bare']:.1%}" if uds else "")
           + f"; miss / pgbench: {r['miss_over_pgbench']:.1%} (target 50 %), / its SELECT alone: "
             f"{r['miss_over_its_select']:.1%}"
           + (f"; cached, this build / --base-bin: {r['cached_over_base']:.1%}" if base else ""))
+    mb = result["miss_budget"]
+    print(f"miss path: 50 % of pgbench -S is {mb['target_rps']:,.0f} req/s, {mb['budget_us']:.1f} µs of CPU per request "
+          f"on {cores} cores; it spends {mb['all_us']:.1f} (server {mb['server_us']:.1f}, PostgreSQL {mb['pg_us']:.1f}, "
+          f"Redis {mb['redis_us']:.1f}, wrk {mb['client_us']:.1f})")
     lg = result["login"]
     if lg["ceiling_rps"]:
         print(f"login: {lg['rps']:.1f}/s with a mean hash of {lg['hash_ms']:.1f} ms = {lg['share_of_ceiling']:.1%} of "
