@@ -6,7 +6,8 @@
 # workspace against them, then the dashboards test against a live Prometheus
 # (installed when missing), then the load harness's reports in headless
 # Chromium and compare's formats (scripts/report-test.sh), one quick round of
-# scripts/bench.sh hotpath on the debug build (so it cannot rot), then the server
+# scripts/bench.sh hotpath and of scripts/bench.sh capacity on the debug build
+# (so they cannot rot), then the server
 # against its OpenAPI document
 # (scripts/schemathesis.sh), then the fault scenarios under load
 # (scripts/faults.sh, debug builds), the supply-chain checks (scripts/deny.sh),
@@ -24,6 +25,7 @@ command -v node >/dev/null && command -v npm >/dev/null || scripts/services.sh a
   || (cd server/tests/oidc && npm ci --no-audit --no-fund --loglevel=error)
 exec scripts/with-services.sh bash -c \
   'cargo test --workspace --locked --all-targets "$@" && scripts/dashboards-test.sh && scripts/report-test.sh \
-   && HOTPATH_PROFILE=debug scripts/bench.sh hotpath --rounds 1 --secs 1 --warmup 1 && scripts/schemathesis.sh && PROFILE=debug scripts/faults.sh all \
+   && HOTPATH_PROFILE=debug scripts/bench.sh hotpath --rounds 1 --secs 1 --warmup 1 \
+   && CAPACITY_PROFILE=debug scripts/bench.sh capacity --rounds 1 --secs 1 --warmup 1 && scripts/schemathesis.sh && PROFILE=debug scripts/faults.sh all \
    && scripts/deny.sh && scripts/fuzz.sh 10' \
   test.sh "$@"
