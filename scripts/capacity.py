@@ -77,7 +77,7 @@ def main():
         wait_ready(proxy_url, proxy.proc)
         token, _ = set_up(one.url)  # one database: the same user and token everywhere
         rpid, ppid = redis_pid(), postmaster_pid()
-        single = lambda: tree_ticks(rpid)
+        single = lambda: tree_ticks(rpid)[0]
         paths = [
             ("cached GET /tasks, 1 instance", f"{one.url}/tasks", [one], single),
             ("cached GET /tasks, 3 instances behind HAProxy", f"{proxy_url}/tasks", [*three], single),
@@ -85,15 +85,15 @@ def main():
         ]
         if on_cluster:
             pids = [int(open(f).read()) for f in sorted(glob.glob(os.path.join(cluster_dir, "*.pid")))]
-            nodes = lambda: sum(tree_ticks(p) for p in pids)
+            nodes = lambda: sum(tree_ticks(*pids))
             paths.append(("cached GET /tasks, 1 instance on Redis Cluster", f"{on_cluster.url}/tasks", [on_cluster], nodes))
         results = {name: [] for name, _, _, _ in paths}
         for _ in range(a.rounds):
             for name, url, procs, redis_ticks in paths:
                 wrk(url, a.warmup, a.connections, a.threads, token)
-                before = ([s.cpu_ticks() for s in procs], redis_ticks(), tree_ticks(ppid), proxy.cpu_ticks())
+                before = ([s.cpu_ticks() for s in procs], redis_ticks(), tree_ticks(ppid)[0], proxy.cpu_ticks())
                 r = wrk(url, a.secs, a.connections, a.threads, token)
-                after = ([s.cpu_ticks() for s in procs], redis_ticks(), tree_ticks(ppid), proxy.cpu_ticks())
+                after = ([s.cpu_ticks() for s in procs], redis_ticks(), tree_ticks(ppid)[0], proxy.cpu_ticks())
                 if r["non_2xx"]:
                     die(f"{url}: {r['non_2xx']} answers were not 2xx")
                 per = lambda t: t * 1e6 / TICK / max(r["requests"], 1)

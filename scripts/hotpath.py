@@ -175,8 +175,10 @@ class Others:
 
     def seconds(self):
         c = resource.getrusage(resource.RUSAGE_CHILDREN)
-        ticks = lambda pid: tree_ticks(pid) / TICK if pid else float("nan")
-        return {"pg": ticks(self.postgres), "redis": ticks(self.redis), "client": c.ru_utime + c.ru_stime}
+        found = [pid for pid in (self.postgres, self.redis) if pid]
+        ticks = dict(zip(found, tree_ticks(*found)))
+        secs = lambda pid: ticks[pid] / TICK if pid else float("nan")
+        return {"pg": secs(self.postgres), "redis": secs(self.redis), "client": c.ru_utime + c.ru_stime}
 
     def per_request(self, before, n, into):
         """Adds `pg_us`, `redis_us` and `client_us` per request since `before`."""
@@ -197,9 +199,10 @@ def measured(server, url, a, others, token=None, script=None, conns=None):
     return others.per_request(around, r["requests"], r)
 
 
-def tree_ticks(root_pid):
-    """CPU ticks of a process and all its descendants: utime + stime of each
-    live one, plus cutime + cstime (what each has reaped). So PostgreSQL's
+def tree_ticks(*roots):
+    """CPU ticks of each root process with all its descendants, in the
+    order given, from one pass over /proc: utime + stime of each live
+    process, plus cutime + cstime (what each has reaped). So PostgreSQL's
     backends count after they exited too (pgbench's close at its end, and
     their CPU moves to the postmaster), without counting anything twice."""
     children, own = {}, {}
@@ -211,12 +214,15 @@ def tree_ticks(root_pid):
             continue
         own[int(pid)] = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
         children.setdefault(int(fields[1]), []).append(int(pid))
-    total, todo = 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        total += own.get(pid, 0)
-        todo += children.get(pid, [])
-    return total
+    totals = []
+    for root in roots:
+        total, todo = 0, [root]
+        while todo:
+            pid = todo.pop()
+            total += own.get(pid, 0)
+            todo += children.get(pid, [])
+        totals.append(total)
+    return tuple(totals)
 
 
 def redis_pid():
