@@ -206,6 +206,17 @@ impl PrivateRedis {
     }
 }
 
+impl Drop for PrivateRedis {
+    /// Its folder goes with it (the process is killed on drop): a test run
+    /// must leave nothing behind in the temporary directory.
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Which Redis a test server uses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum RedisChoice {
