@@ -75,7 +75,7 @@ case "${1:-}" in
     profile=${HOTPATH_PROFILE:-release}
     flag=(); [ "$profile" = release ] && flag=(--release)
     cargo build --locked "${flag[@]}" -q -p tollgate --bin tollgate
-    cargo build --locked "${flag[@]}" -q -p tollgate-benches --example bare
+    cargo build --locked "${flag[@]}" -q -p tollgate-benches --example bare --example hashing
     set -- --profile "$profile" "$@"
     exec scripts/with-services.sh python3 scripts/hotpath.py "$@" ;;
   capacity)

@@ -15,13 +15,19 @@ round, divided by the requests wrk (or pgbench) counted: the server,
 PostgreSQL (postmaster and backends), Redis, and the client making the load.
 On a saturated machine they add up to its cores, so the miss path's columns
 show where its budget goes (the line after the ratios: what 50 % of pgbench
--S leaves per request, against what it takes).
+-S leaves per request, against what it takes). A second bare server reads
+the miss path's page before each answer (the server's own listener, lanes
+and read, without authentication, revocation or JSON): the floor of a cache
+miss, the most any server on this storage layer answers here.
 
 Then logins: a storm of correct logins (Argon2id) measures login req/s
 against cores / mean hash time (from the server's own histogram), and the
 cached GET /tasks p99 during the storm against the same read just before
-it (in rounds, the median of their ratios), and the other side of that
-trade: single logins while cached reads keep the cores busy. Last, the
+it (in rounds, the median of their ratios); in the same rounds the bare
+server's p99 before and during the same hashing with no server around it
+(benches/examples/hashing.rs: the server's hashing pool, kept busy), what
+the hashing alone costs any server's p99 on this machine; and the other
+side of that trade: single logins while cached reads keep the cores busy. Last, the
 resident size of a fresh server of its own (so the rounds above leave
 nothing in it): idle at start, idle after a login storm, and at its peak
 under 256 keep-alive connections.
@@ -303,6 +309,7 @@ def main():
     db_base = db_url.rsplit("/", 1)[0]
     server_bin = os.path.join(ROOT, f"target/{a.profile}/tollgate")
     bare_bin = os.path.join(ROOT, f"target/{a.profile}/examples/bare")
+    hashing_bin = os.path.join(ROOT, f"target/{a.profile}/examples/hashing")
     # The login storms log the measuring user in hundreds of times; with
     # the default session limit (100) the oldest sessions, the readers'
     # token among them, would end mid-run and the reads measured be 401s.
@@ -320,6 +327,11 @@ def main():
         bare = Server("bare", [bare_bin, "127.0.0.1:{port}", str(body_size)])
         servers.append(bare)
         wait_ready(bare.url, bare.proc)
+        uid = subprocess.run(["psql", db_url, "-tAc", f"SELECT id FROM users WHERE email = '{EMAIL}'"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        floor = Server("floor", [bare_bin, "127.0.0.1:{port}", str(body_size), uid])
+        servers.append(floor)
+        wait_ready(floor.url, floor.proc)
         uds = None
         if os.environ.get("REDIS_SOCKET_URL"):
             uds = Server("uds", [server_bin], dict(common, REDIS_URL=os.environ["REDIS_SOCKET_URL"]))
@@ -346,6 +358,7 @@ def main():
             ("cached", "GET /tasks, cached", lambda: measured(main_srv, main_srv.url + "/tasks", a, others, token)),
             ("me", "GET /me", lambda: measured(main_srv, main_srv.url + "/me", a, others, token)),
             ("miss", "GET /tasks, CACHE_BACKEND=off", lambda: measured(miss_srv, miss_srv.url + "/tasks", a, others, token)),
+            ("floor", "bare server + the miss path's read", lambda: measured(floor, floor.url + "/", a, others)),
         ]
         if uds:
             paths.insert(3, ("cached_uds", "GET /tasks, cached, Redis socket",
@@ -369,8 +382,6 @@ def main():
         # The miss path's own statement, as the server sends it, for its
         # user: what PostgreSQL alone does with it is the miss path's real
         # ceiling (20 rows sorted and sent cost it about twice pgbench -S).
-        uid = subprocess.run(["psql", db_url, "-tAc", f"SELECT id FROM users WHERE email = '{EMAIL}'"],
-                             check=True, capture_output=True, text=True).stdout.strip()
         list_sql = tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False)
         list_sql.write(f"\\set uid {int(uid)}\n"
                        "SELECT id, user_id, title, description, is_completed, due_date, created_at, updated_at "
@@ -400,8 +411,20 @@ def main():
         # short runs too: the read must not start after the storm ended).
         read_secs = max(a.secs - 2, 1)
         n0, s0 = (metric_sum(main_srv.url, "password_hash_duration_seconds_" + k) for k in ("count", "sum"))
-        storms = []
+        storms, bare_storms = [], []
         for r in range(a.rounds):
+            # The floor: the bare server's read, before and during the
+            # hashing alone (the server's pool at its settings, no server).
+            bare_idle = wrk(bare.url + "/", read_secs, a.connections, 1)
+            hashing = subprocess.Popen([hashing_bin, str(read_secs + 2)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            time.sleep(1)
+            bare_during = wrk(bare.url + "/", read_secs, a.connections, 1)
+            out, err = hashing.communicate(timeout=60)
+            if hashing.returncode != 0:
+                die(f"the hashing beside the bare server failed: {err.strip()}")
+            bare_storms.append({"hashes_per_s": float(out.split()[0]), "idle_p99_ms": bare_idle["p99_ms"],
+                                "during_p99_ms": bare_during["p99_ms"]})
             idle = wrk(main_srv.url + "/tasks", read_secs, a.connections, 1, token)
             storm = {}
             def login_storm():
@@ -419,10 +442,13 @@ def main():
             storms.append({"rps": storm["rps"], "idle_p99_ms": idle["p99_ms"], "during_p99_ms": during["p99_ms"],
                            "ratio": during["p99_ms"] / idle["p99_ms"] if idle["p99_ms"] else float("nan")})
             print(f"hotpath: round {r + 1}/{a.rounds} login storm: {storm['rps']:.1f} logins/s, cached p99 "
-                  f"{idle['p99_ms']:.2f} ms before, {during['p99_ms']:.2f} ms during", file=sys.stderr)
+                  f"{idle['p99_ms']:.2f} ms before, {during['p99_ms']:.2f} ms during; bare server's p99 "
+                  f"{bare_idle['p99_ms']:.2f} ms before, {bare_during['p99_ms']:.2f} ms beside the hashing alone "
+                  f"({bare_storms[-1]['hashes_per_s']:.1f} hashes/s)", file=sys.stderr)
         n1, s1 = (metric_sum(main_srv.url, "password_hash_duration_seconds_" + k) for k in ("count", "sum"))
         hash_s = (s1 - s0) / max(n1 - n0, 1)
         storm_med = {k: statistics.median(x[k] for x in storms) for k in storms[0]}
+        bare_storm_med = {k: statistics.median(x[k] for x in bare_storms) for k in bare_storms[0]}
 
         # The other side of that trade (HASH_NICE): one login at a time
         # while cached reads keep every core busy, as a user logging in to
@@ -481,12 +507,21 @@ def main():
         "paths": {k: {"label": l, **med[k]} for k, l, _ in paths},
         "ratios": {"cached_over_bare": ratio("cached", "bare"), "miss_over_pgbench": ratio("miss", "pgbench"),
                    "miss_over_its_select": ratio("miss", "pgbench_list"),
+                   "floor_over_pgbench": ratio("floor", "pgbench"), "miss_over_floor": ratio("miss", "floor"),
                    **({"cached_uds_over_bare": ratio("cached_uds", "bare")} if uds else {}),
                    **({"cached_over_base": ratio("cached", "base_cached")} if base else {})},
         "login": {"rps": storm_med["rps"], "hash_ms": hash_s * 1000, "ceiling_rps": cores / hash_s if hash_s else None,
                   "share_of_ceiling": storm_med["rps"] * hash_s / cores if hash_s else None,
                   "cached_p99_idle_ms": storm_med["idle_p99_ms"], "cached_p99_during_storm_ms": storm_med["during_p99_ms"],
                   "p99_ratio": storm_med["ratio"], "storm_rounds": storms,
+                  "p99_target_ms": 2 * storm_med["idle_p99_ms"],
+                  # The same read of the bare server, before and beside the
+                  # hashing alone: what the hashing costs any server's p99
+                  # here (its ratio means little: one wrk thread keeps the
+                  # bare server's idle p99 near a scheduler tick already).
+                  "bare_p99_idle_ms": bare_storm_med["idle_p99_ms"],
+                  "bare_p99_beside_hashing_ms": bare_storm_med["during_p99_ms"],
+                  "bare_hashes_per_s": bare_storm_med["hashes_per_s"], "bare_rounds": bare_storms,
                   "one_login_under_read_load_ms": {"n": len(busy_ms), "median": statistics.median(busy_ms),
                                                    "max": max(busy_ms)}},
         # What the miss target leaves per request, against what it takes:
@@ -516,20 +551,23 @@ def main():
     print(f"cached / bare: {r['cached_over_bare']:.1%} (target 50 %)"
           + (f", with Redis over a Unix socket {r['cached_uds_over_bare']:.1%}" if uds else "")
           + f"; miss / pgbench: {r['miss_over_pgbench']:.1%} (target 50 %), / its SELECT alone: "
-            f"{r['miss_over_its_select']:.1%}"
+            f"{r['miss_over_its_select']:.1%}, / the bare server + its read: {r['miss_over_floor']:.1%}"
           + (f"; cached, this build / --base-bin: {r['cached_over_base']:.1%}" if base else ""))
     mb = result["miss_budget"]
     spends = ("the processes around it were not all measured" if mb["all_us"] != mb["all_us"] else
               f"it spends {mb['all_us']:.1f} (server {mb['server_us']:.1f}, PostgreSQL {mb['pg_us']:.1f}, "
               f"Redis {mb['redis_us']:.1f}, wrk {mb['client_us']:.1f})")
     print(f"miss path: 50 % of pgbench -S is {mb['target_rps']:,.0f} req/s, {mb['budget_us']:.1f} µs of CPU per request "
-          f"on {cores} cores; {spends}")
+          f"on {cores} cores; {spends}. The bare server + the miss path's read (no authentication, revocation "
+          f"or JSON) reaches {r['floor_over_pgbench']:.1%} of pgbench -S")
     lg = result["login"]
     if lg["ceiling_rps"]:
         print(f"login: {lg['rps']:.1f}/s with a mean hash of {lg['hash_ms']:.1f} ms = {lg['share_of_ceiling']:.1%} of "
               f"{cores} cores / hash time (target 90 %); cached p99 {lg['cached_p99_idle_ms']:.2f} ms just before, "
               f"{lg['cached_p99_during_storm_ms']:.2f} ms during the storm, median ratio of {a.rounds} rounds "
-              f"{lg['p99_ratio']:.2f}x (target 2x)")
+              f"{lg['p99_ratio']:.2f}x (target 2x: {lg['p99_target_ms']:.2f} ms); the bare server's p99 beside the "
+              f"same hashing alone ({lg['bare_hashes_per_s']:.1f} hashes/s): {lg['bare_p99_idle_ms']:.2f} ms before, "
+              f"{lg['bare_p99_beside_hashing_ms']:.2f} ms during")
     b = lg["one_login_under_read_load_ms"]
     print(f"one login at a time while cached reads keep the cores busy: median {b['median']:.0f} ms, slowest "
           f"{b['max']:.0f} ms of {b['n']} (HASH_NICE trades this against the storm's p99)")

@@ -1,43 +1,89 @@
-//! A bare hyper server that answers every request with a fixed body: the
-//! ceiling any route of Tollgate is compared with in load runs. Same runtime,
-//! allocator and HTTP settings as the server, none of its work.
+//! A bare server: the ceiling any route of Tollgate is compared with in load
+//! runs, and, given a user, the floor of a cache miss. It is the server's
+//! own listener (`http::server::serve_on`), lanes (`HTTP_THREADS`),
+//! allocator and HTTP settings, read from the environment as the server
+//! reads them, answering every request with a fixed body of SIZE bytes:
+//! none of the server's work.
 //!
-//!     cargo run --release -p tollgate-benches --example bare -- 127.0.0.1:18090 5000
+//!     cargo run --release -p tollgate-benches --example bare -- 127.0.0.1:18090 5000 [USER_ID]
 //!
-//! The second argument is the body size in bytes (default 15, the size of
-//! `/healthz`); give it the size of the response being compared.
+//! SIZE (default 15, the size of `/healthz`) should be the size of the
+//! response being compared. With a USER_ID, each request first reads that
+//! user's first page of tasks from `DATABASE_URL` with the miss path's own
+//! read (`Db::list_tasks` on the request's lane: the same statement, the
+//! same pipelined connection) and drops the rows. That is a cache miss of
+//! `GET /tasks` without authentication, the revocation check or JSON: the
+//! most a server on this storage layer can answer on this machine, which
+//! `scripts/bench.sh hotpath` sets beside the database's own ceiling.
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use std::convert::Infallible;
+use hyper::StatusCode;
+use std::sync::Arc;
+use tollgate::config::{Config, Env};
+use tollgate::db::Db;
+use tollgate::http::json_bytes;
+use tollgate::http::lanes::Lanes;
+use tollgate::http::server::{ServeOptions, serve_on, shutdown_signal};
+use tollgate::metrics::Metrics;
+use tollgate::tasks::model::ListQuery;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:18090".into());
-    let size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(15);
-    let body = Bytes::from(vec![b'x'; size]);
+    let size: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(15);
+    let user: Option<i64> = args.next().map(|s| s.parse()).transpose()?;
+    let config = Config::from_source(&Env).map_err(|errors| {
+        anyhow::anyhow!(
+            "invalid configuration: {}",
+            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        )
+    })?;
+    let lanes = Lanes::start(config.http_threads)?;
+    // One Arc per request, as the server clones its state's (a `Db` clone
+    // is four).
+    let db = match user {
+        None => None,
+        Some(uid) => Some(Arc::new((
+            uid,
+            Db::new(
+                config.database_url.expose(),
+                config.pg_pool_size,
+                config.pool_timeout,
+                lanes.handles(),
+                Arc::new(Metrics::new()),
+            )?,
+        ))),
+    };
+    let body = bytes::Bytes::from(vec![b'x'; size]);
+    let page = ListQuery::parse(None).map_err(|e| anyhow::anyhow!("the default page: {e}"))?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    eprintln!("bare: {size}-byte body on http://{}", listener.local_addr()?);
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        let body = body.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |_req| {
-                let body = body.clone();
-                async move {
-                    let mut r = hyper::Response::new(Full::new(body));
-                    r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
-                    Ok::<_, Infallible>(r)
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-        });
-    }
+    eprintln!(
+        "bare: {size}-byte body{} on http://{}",
+        user.map_or(String::new(), |u| format!(" after user {u}'s page")),
+        listener.local_addr()?
+    );
+    let handler = move |_req, lane| {
+        let (body, db) = (body.clone(), db.clone());
+        async move {
+            if let Some(db) = db
+                && let Err(e) = db.1.list_tasks(Some(db.0), &page, lane).await
+            {
+                // A 503 that wrk counts, and hotpath then refuses the round.
+                let detail = serde_json::json!({ "detail": e.to_string() }).to_string();
+                return json_bytes(StatusCode::SERVICE_UNAVAILABLE, detail.into());
+            }
+            json_bytes(StatusCode::OK, body)
+        }
+    };
+    let opts = ServeOptions {
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+        shutdown_grace: config.shutdown_grace,
+    };
+    serve_on(listener, opts, lanes.handles(), handler, shutdown_signal()).await;
+    lanes.stop().await;
+    Ok(())
 }
