@@ -27,6 +27,7 @@ import argparse
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,9 @@ def main():
     p.add_argument("--json", action="store_true")
     p.add_argument("--profile", default="release")
     a = p.parse_args()
+    # A SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the servers
+    # this started are stopped by the `finally` below, not left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     binary = os.path.join(ROOT, "target", a.profile, "tollgate")
     # Empty means unset: the single-Redis servers must not pick up the
     # cluster from the environment; the prefix derives from the database.

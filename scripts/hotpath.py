@@ -302,6 +302,9 @@ def main():
     p.add_argument("--profile", default="release", help="the cargo profile of the binaries (debug: the test "
                    "command's quick run that keeps this script from rotting; its numbers mean nothing)")
     a = p.parse_args()
+    # A SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the servers
+    # this started are stopped by the `finally` below, not left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for k in ("DATABASE_URL", "REDIS_URL"):
         if not os.environ.get(k):
             die(f"{k} is not set: run through scripts/bench.sh hotpath")
