@@ -7,9 +7,10 @@
 //!
 //!     cargo run --release -p tollgate-benches --example hashing -- 5
 //!
-//! `scripts/bench.sh hotpath` runs it beside the bare server: what the
-//! hashing alone, with none of the server's code around it, does to a
-//! read's p99 on this machine is the floor of the storm's p99 ratio.
+//! `scripts/bench.sh hotpath` runs it beside the bare server: the bare
+//! server's p99 beside it is what the hashing alone, with none of the
+//! server's code around it, costs a read on this machine, whatever server
+//! answers the read; a storm's p99 cannot be lower.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
