@@ -18,13 +18,18 @@
 
 use hyper::StatusCode;
 use std::sync::Arc;
-use tollgate::config::{Config, Env};
 use tollgate::db::Db;
 use tollgate::http::json_bytes;
 use tollgate::http::lanes::Lanes;
 use tollgate::http::server::{ServeOptions, serve_on, shutdown_signal};
 use tollgate::metrics::Metrics;
 use tollgate::tasks::model::ListQuery;
+
+/// The read before each answer, when a user was given.
+struct MissRead {
+    user: i64,
+    db: Db,
+}
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,27 +40,17 @@ async fn main() -> anyhow::Result<()> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:18090".into());
     let size: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(15);
     let user: Option<i64> = args.next().map(|s| s.parse()).transpose()?;
-    let config = Config::from_source(&Env).map_err(|errors| {
-        anyhow::anyhow!(
-            "invalid configuration: {}",
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-        )
-    })?;
+    let config = tollgate_benches::config_from_env()?;
     let lanes = Lanes::start(config.http_threads)?;
     // One Arc per request, as the server clones its state's (a `Db` clone
     // is four).
-    let db = match user {
+    let miss = match user {
         None => None,
-        Some(uid) => Some(Arc::new((
-            uid,
-            Db::new(
-                config.database_url.expose(),
-                config.pg_pool_size,
-                config.pool_timeout,
-                lanes.handles(),
-                Arc::new(Metrics::new()),
-            )?,
-        ))),
+        Some(user) => {
+            let (url, size, timeout) = (config.database_url.expose(), config.pg_pool_size, config.pool_timeout);
+            let db = Db::new(url, size, timeout, lanes.handles(), Arc::new(Metrics::new()))?;
+            Some(Arc::new(MissRead { user, db }))
+        }
     };
     let body = bytes::Bytes::from(vec![b'x'; size]);
     let page = ListQuery::parse(None).map_err(|e| anyhow::anyhow!("the default page: {e}"))?;
@@ -66,10 +61,10 @@ async fn main() -> anyhow::Result<()> {
         listener.local_addr()?
     );
     let handler = move |_req, lane| {
-        let (body, db) = (body.clone(), db.clone());
+        let (body, miss) = (body.clone(), miss.clone());
         async move {
-            if let Some(db) = db
-                && let Err(e) = db.1.list_tasks(Some(db.0), &page, lane).await
+            if let Some(m) = miss
+                && let Err(e) = m.db.list_tasks(Some(m.user), &page, lane).await
             {
                 // A 503 that wrk counts, and hotpath then refuses the round.
                 let detail = serde_json::json!({ "detail": e.to_string() }).to_string();
@@ -78,12 +73,7 @@ async fn main() -> anyhow::Result<()> {
             json_bytes(StatusCode::OK, body)
         }
     };
-    let opts = ServeOptions {
-        header_read_timeout: config.header_read_timeout,
-        max_connections: config.max_connections,
-        shutdown_grace: config.shutdown_grace,
-    };
-    serve_on(listener, opts, lanes.handles(), handler, shutdown_signal()).await;
+    serve_on(listener, ServeOptions::from(&config), lanes.handles(), handler, shutdown_signal()).await;
     lanes.stop().await;
     Ok(())
 }

@@ -15,18 +15,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate::auth::password::Passwords;
-use tollgate::config::{Config, Env};
 use tollgate::metrics::Metrics;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let secs: f64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(5.0);
-    let config = Config::from_source(&Env).map_err(|errors| {
-        anyhow::anyhow!(
-            "invalid configuration: {}",
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-        )
-    })?;
+    let config = tollgate_benches::config_from_env()?;
     let (n, nice) = (config.hash_concurrency, config.hash_nice);
     let pool = Arc::new(Passwords::new(n, nice, config.hash_queue_max, Arc::new(Metrics::new()))?);
     let end = Instant::now() + Duration::from_secs_f64(secs);

@@ -26,6 +26,16 @@ use tollgate::http::router::Router;
 use tollgate::metrics::Metrics;
 use tollgate::tasks::model::{ListQuery, NewTaskBody, Task};
 
+/// The configuration the server would run with in this environment
+/// (defaults, then the environment), for the examples that serve or hash as
+/// it does; every bad value is in the error.
+pub fn config_from_env() -> anyhow::Result<tollgate::Config> {
+    tollgate::Config::from_source(&tollgate::config::Env).map_err(|errors| {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid configuration: {}", errors.join("; "))
+    })
+}
+
 /// A fixed page of `n` tasks, as a user's list would hold them.
 pub fn sample_tasks(n: usize) -> Vec<Task> {
     let t = Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).single().unwrap_or_default();

@@ -393,11 +393,7 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.local_addr(), "listening");
         let config = &self.pipeline.state.config;
-        let opts = ServeOptions {
-            header_read_timeout: config.header_read_timeout,
-            max_connections: config.max_connections,
-            shutdown_grace: config.shutdown_grace,
-        };
+        let opts = ServeOptions::from(config);
         let (grace, background) = (config.shutdown_grace, self.pipeline.state.background.clone());
         let (pipeline, lanes) = (self.pipeline, self.lanes);
         let handler = move |req, lane| {

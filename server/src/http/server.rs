@@ -19,6 +19,7 @@
 //! It knows nothing of the application: it takes a function from request to
 //! response.
 
+use crate::config::Config;
 use crate::http::Resp;
 use hyper::Request;
 use hyper::body::Incoming;
@@ -42,6 +43,19 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Longest drain on shutdown.
     pub shutdown_grace: Duration,
+}
+
+impl From<&Config> for ServeOptions {
+    /// `HEADER_READ_TIMEOUT_SECS`, `MAX_CONNECTIONS` and
+    /// `SHUTDOWN_GRACE_SECS`: one mapping for the server and for whatever
+    /// must serve exactly as it does (the bench's bare baseline).
+    fn from(config: &Config) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            max_connections: config.max_connections,
+            shutdown_grace: config.shutdown_grace,
+        }
+    }
 }
 
 /// Serves `listener` with `handler` until `shutdown` completes, then drains.
