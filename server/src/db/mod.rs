@@ -127,14 +127,18 @@ statements! {
     rebuild_users = "SELECT id, status, min_session_id FROM users \
         WHERE (status <> 'active' OR not_before > now() - make_interval(secs => $1)) AND id > $2 \
         ORDER BY id LIMIT $3";
-    /// New session, only for a user still active at this instant.
-    insert_session = "INSERT INTO sessions (user_id, refresh_jti, expires_at) \
+    /// New session, only for a user still active at this instant, and the
+    /// user's oldest live sessions beyond the newest `$4` (the new one
+    /// among them) ended, in one statement: one round trip and its own
+    /// transaction. The trim's snapshot does not see the row inserted
+    /// beside it, hence `$4 - 1` older ones kept; no new row, no trim.
+    insert_session = "WITH new AS (INSERT INTO sessions (user_id, refresh_jti, expires_at) \
         SELECT id, $2, now() + make_interval(secs => $3) FROM users WHERE id = $1 AND status = 'active' \
-        RETURNING id, expires_at";
-    /// Ends the oldest live sessions of a user beyond the newest `$2`.
-    trim_sessions = "UPDATE sessions SET revoked_at = now(), revoked_reason = 'limit' WHERE id IN ( \
+        RETURNING id, expires_at), \
+        trimmed AS (UPDATE sessions SET revoked_at = now(), revoked_reason = 'limit' WHERE id IN ( \
         SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now() \
-        ORDER BY id DESC OFFSET $2) RETURNING id";
+        AND EXISTS (SELECT 1 FROM new) ORDER BY id DESC OFFSET $4::bigint - 1) RETURNING id) \
+        SELECT id, expires_at, ARRAY(SELECT id FROM trimmed) FROM new";
     /// Refresh rotation: wins only with the session's current token id, for a
     /// live session of an active user created after the user's not-before.
     rotate_session = "UPDATE sessions s SET refresh_jti = $3, refreshed_at = now() FROM users u \

@@ -28,7 +28,7 @@ pub struct NewSession {
 impl Db {
     /// A new session for a user still active now, keeping at most `keep`
     /// live sessions per user (the oldest beyond it end, in the same
-    /// transaction). None when the user is not active.
+    /// statement). None when the user is not active.
     pub async fn insert_session(
         &self,
         uid: i64,
@@ -36,20 +36,10 @@ impl Db {
         ttl_secs: f64,
         keep: i64,
     ) -> Result<Option<NewSession>, DbError> {
-        self.with(async |c, st| {
-            let tx = c.transaction().await?;
-            let Some(row) = tx.query_opt(&st.insert_session, &[&uid, &refresh_jti, &ttl_secs]).await? else {
-                return Ok(None);
-            };
-            let trimmed = tx.query(&st.trim_sessions, &[&uid, &keep]).await?;
-            tx.commit().await?;
-            Ok(Some(NewSession {
-                id: row.get(0),
-                expires_at: row.get(1),
-                trimmed: trimmed.iter().map(|r| r.get(0)).collect(),
-            }))
-        })
-        .await
+        let row = self
+            .with(async |c, st| c.query_opt(&st.insert_session, &[&uid, &refresh_jti, &ttl_secs, &keep]).await)
+            .await?;
+        Ok(row.map(|r| NewSession { id: r.get(0), expires_at: r.get(1), trimmed: r.get(2) }))
     }
 
     /// Refresh rotation: replaces `jti` by `new` if it is the current token

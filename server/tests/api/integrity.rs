@@ -323,6 +323,20 @@ async fn sessions_per_user_are_bounded_oldest_first() {
 }
 
 #[tokio::test]
+async fn with_one_session_per_user_each_login_ends_the_one_before() {
+    // The edge of the trim: the new session is the one kept, every older
+    // live one ends in the login's own statement.
+    let app = spawn_with(Options::default().env("MAX_SESSIONS_PER_USER", "1")).await;
+    let u = app.new_user().await;
+    let (second, _) = app.tokens(&u.email, PASSWORD).await;
+    assert_eq!(app.get("/me", &u.access).await.status(), 401);
+    assert_eq!(app.get("/me", &second).await.status(), 200);
+    let (third, _) = app.tokens(&u.email, PASSWORD).await;
+    assert_eq!(app.get("/me", &second).await.status(), 401);
+    assert_eq!(app.get("/me", &third).await.status(), 200);
+}
+
+#[tokio::test]
 async fn a_body_that_never_arrives_is_a_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_with(Options::default().env("BODY_READ_TIMEOUT_SECS", "1")).await;
