@@ -280,6 +280,16 @@ def set_up(url):
     return token, len(body)
 
 
+def hashing_rate(proc):
+    """Hashes per second and threads from benches/examples/hashing.rs's
+    line, once `proc` (its Popen) has ended."""
+    out, err = proc.communicate(timeout=120)
+    m = re.match(r"([\d.]+) hashes/s on (\d+) threads", out)
+    if proc.returncode != 0 or not m:
+        die(f"the hashing example failed: {err.strip() or out.strip()}")
+    return float(m.group(1)), int(m.group(2))
+
+
 def summary(values):
     values = [v for v in values if v == v]
     if not values:
@@ -415,34 +425,25 @@ def main():
         # short runs too: the read must not start after the storm ended).
         read_secs = max(a.secs - 2, 1)
         storms, bare_storms, alone = [], [], []
-        def hashes_per_s(secs):
-            """The hashing pool's rate alone, and its threads."""
-            out = subprocess.run([hashing_bin, str(secs)], capture_output=True, text=True, timeout=secs + 60)
-            m = re.match(r"([\d.]+) hashes/s on (\d+) threads", out.stdout)
-            if out.returncode != 0 or not m:
-                die(f"the hashing example failed: {out.stderr.strip() or out.stdout.strip()}")
-            return float(m.group(1)), int(m.group(2))
+        hashing = lambda secs: subprocess.Popen([hashing_bin, str(secs)], stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE, text=True)
         for r in range(a.rounds):
             # Login throughput: a storm with nothing beside it against the
             # server's hashing pool alone, one after the other. Both alone:
             # a hash's time measured during a storm beside reads is
             # stretched by the reads, and logins over it would come out
             # near 100 % whatever the login path costs.
-            pool_rate, hash_threads = hashes_per_s(read_secs)
+            pool_rate, hash_threads = hashing_rate(hashing(read_secs))
             logins = wrk(main_srv.url + "/auth/login", read_secs, 2 * cores, 1, script=script.name)
             alone.append({"logins_per_s": logins["rps"], "hashes_per_s": pool_rate,
                           "share": logins["rps"] / pool_rate})
             # The floor: the bare server's read, before and during the
             # hashing alone (the server's pool at its settings, no server).
             bare_idle = wrk(bare.url + "/", read_secs, a.connections, 1)
-            hashing = subprocess.Popen([hashing_bin, str(read_secs + 2)], stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
+            beside = hashing(read_secs + 2)
             time.sleep(1)
             bare_during = wrk(bare.url + "/", read_secs, a.connections, 1)
-            out, err = hashing.communicate(timeout=60)
-            if hashing.returncode != 0:
-                die(f"the hashing beside the bare server failed: {err.strip()}")
-            bare_storms.append({"hashes_per_s": float(out.split()[0]), "idle_p99_ms": bare_idle["p99_ms"],
+            bare_storms.append({"hashes_per_s": hashing_rate(beside)[0], "idle_p99_ms": bare_idle["p99_ms"],
                                 "during_p99_ms": bare_during["p99_ms"]})
             idle = wrk(main_srv.url + "/tasks", read_secs, a.connections, 1, token)
             storm = {}
